@@ -1,0 +1,34 @@
+# The two commands: `make demo` and `make test`. Each sets itself up from a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= $(abspath ../shared/data)
+# The demo's model: a real detector from the shared data when there is one; otherwise the
+# demo falls back to ultralytics' stock yolo11n.pt (needs internet) and says what to pass.
+MODEL ?= $(wildcard $(DATA_DIR)/models/yolox_nano_dynamic_ultralytics.onnx)
+ARGS ?=
+
+.PHONY: setup demo test lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mobieye demo $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+test: $(STAMP)
+	VENV=$(VENV) MOBIEYE_DATA_DIR=$(DATA_DIR) scripts/test.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache artifacts

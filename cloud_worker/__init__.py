@@ -1,0 +1,1 @@
+"""The cloud side: receives WebRTC video, detects on keyframes, tracks every frame."""

@@ -1,0 +1,183 @@
+"""The worker's HTTP face: WebRTC signalling, health and metrics.
+
+``POST /offer`` takes ``{"sdp", "type": "offer", "stream_id"?}`` and answers with the worker's
+SDP; ``/healthz`` is 503 until the detector is loaded; ``/metrics`` is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+
+from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.session import StreamSession
+from mobieye.config import Settings
+from mobieye.detector import Detector
+from mobieye.errors import ModelError
+from mobieye.webrtc import filter_sdp_candidates, rtc_configuration
+
+log = logging.getLogger(__name__)
+
+
+class OfferRequest(BaseModel):
+    sdp: str = Field(min_length=1)
+    type: str
+    stream_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    detector: Detector
+    worker_id: str
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    pool: DetectorPool | None = None
+    load_error: str | None = None
+    sessions: dict[str, StreamSession] = field(default_factory=dict)
+    _counter: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.pool is not None
+
+    def new_stream_id(self, wanted: str | None) -> str:
+        self._counter += 1
+        base = wanted or f"stream-{self._counter}"
+        sid, n = base, 1
+        while sid in self.sessions:
+            n += 1
+            sid = f"{base}-{n}"
+        return sid
+
+
+def _error(status: int, reason: str, state: WorkerState, kind: str) -> JSONResponse:
+    state.metrics.offers_refused.labels(kind).inc()
+    log.warning("offer refused (%s): %s", kind, reason)
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def check_sdp(sdp: str) -> str | None:
+    """Cheap structural checks before aiortc parses it; returns the problem or None."""
+    if not sdp.startswith("v=0"):
+        return "SDP must start with 'v=0'"
+    if not re.search(r"^m=video ", sdp, re.MULTILINE):
+        return "SDP offers no video (no 'm=video' line)"
+    return None
+
+
+def create_app(
+    settings: Settings, detector: Detector, worker_id: str, on_load_failure: object = None
+) -> FastAPI:
+    state = WorkerState(settings, detector, worker_id)
+
+    async def load() -> None:
+        try:
+            await asyncio.to_thread(detector.load)  # type: ignore[attr-defined]
+        except ModelError as exc:
+            state.load_error = str(exc)
+            log.error("%s", exc)
+            if callable(on_load_failure):
+                on_load_failure(exc)
+            return
+        state.pool = DetectorPool(detector, max_pending=settings.worker.max_streams)
+        log.info("worker %s ready: model %s", worker_id, detector.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(load())
+        yield
+        loader.cancel()
+        await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
+        if state.pool is not None:
+            state.pool.shutdown()
+
+    app = FastAPI(title="MobiEye worker", lifespan=lifespan)
+    app.state.worker = state
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        body = {
+            "worker_id": worker_id,
+            "model": detector.name,
+            "streams": len(state.sessions),
+            "max_streams": settings.worker.max_streams,
+        }
+        if state.load_error:
+            return JSONResponse({**body, "status": "failed", "error": state.load_error}, 503)
+        if not state.ready:
+            return JSONResponse({**body, "status": "loading"}, 503)
+        return JSONResponse({**body, "status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state.metrics.streams.set(len(state.sessions))
+        return PlainTextResponse(
+            generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    @app.post("/offer")
+    async def offer(request: Request) -> JSONResponse:
+        body = await request.body()
+        limit = settings.worker.max_sdp_bytes
+        if len(body) > limit:
+            return _error(400, f"offer of {len(body)} bytes exceeds the {limit}-byte limit", state, "too_large")
+        try:
+            req = OfferRequest.model_validate_json(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            return _error(400, f"bad offer: {where}: {err['msg']}", state, "malformed")
+        if req.type != "offer":
+            return _error(400, f"bad offer: type must be 'offer', got {req.type!r}", state, "malformed")
+        problem = check_sdp(req.sdp)
+        if problem:
+            return _error(400, f"bad offer: {problem}", state, "malformed")
+        if state.pool is None:
+            return _error(503, state.load_error or "worker is still loading its model", state, "not_ready")
+        if len(state.sessions) >= settings.worker.max_streams:
+            return _error(
+                503,
+                f"worker at capacity ({settings.worker.max_streams} streams): try another worker",
+                state,
+                "capacity",
+            )
+
+        sdp = filter_sdp_candidates(req.sdp, settings.webrtc.loopback_only)
+        pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
+        stream_id = state.new_stream_id(req.stream_id)
+        session = StreamSession(
+            stream_id,
+            pc,
+            settings,
+            state.pool,
+            detector.names,
+            state.metrics,
+            worker_id,
+            on_closed=lambda s: state.sessions.pop(s.stream_id, None),
+        )
+        state.sessions[stream_id] = session
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc raises assorted errors on bad SDP
+            await session.close()
+            return _error(400, f"bad offer: SDP rejected: {exc}", state, "sdp")
+        log.info("stream %s: offer accepted (%d active)", stream_id, len(state.sessions))
+        local = pc.localDescription
+        return JSONResponse(
+            {"sdp": local.sdp, "type": local.type, "stream_id": stream_id, "worker_id": worker_id}
+        )
+
+    return app

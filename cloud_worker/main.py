@@ -1,0 +1,67 @@
+"""Run a worker: validate the model, patch WebRTC for low latency, serve HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+
+from cloud_worker.app import create_app
+from mobieye.config import Settings
+from mobieye.detector import UltralyticsDetector
+from mobieye.webrtc import (
+    confine_to_loopback,
+    install_low_latency_jitter_buffer,
+    install_receiver_absolute_timestamps,
+)
+
+log = logging.getLogger(__name__)
+
+
+def prepare_receiver_webrtc(settings: Settings) -> None:
+    """Process-wide aiortc set-up for a receiving peer (worker, dashboard)."""
+    if settings.webrtc.loopback_only:
+        confine_to_loopback()
+    install_receiver_absolute_timestamps()
+    if settings.webrtc.low_latency_receive:
+        install_low_latency_jitter_buffer(capacity=settings.webrtc.jitter_capacity)
+
+
+def worker_id_for(settings: Settings) -> str:
+    return settings.worker.id or f"{socket.gethostname()}-{settings.worker.port}"
+
+
+async def serve_worker(settings: Settings) -> int:
+    """Serve until stopped; returns the process exit code (1 when the model fails to load)."""
+    detector = UltralyticsDetector(settings.detector)  # raises ModelError before serving
+    prepare_receiver_webrtc(settings)
+    config = uvicorn.Config(
+        "cloud_worker.app:create_app",  # placeholder, replaced below
+        host=settings.worker.host,
+        port=settings.worker.port,
+        log_level="warning",
+        lifespan="on",
+    )
+    failed: list[BaseException] = []
+    server = uvicorn.Server(config)
+
+    def on_load_failure(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True
+
+    config.app = create_app(settings, detector, worker_id_for(settings), on_load_failure)
+    log.info(
+        "worker %s listening on http://%s:%d (loading %s)",
+        worker_id_for(settings),
+        settings.worker.host,
+        settings.worker.port,
+        detector.ref.spec,
+    )
+    await server.serve()
+    return 1 if failed else 0
+
+
+def run_worker(settings: Settings) -> int:
+    return asyncio.run(serve_worker(settings))

@@ -1,0 +1,82 @@
+"""Prometheus metrics of one worker, in a registry of its own (tests run several workers)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+FAST_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frame_latency = Histogram(
+            "mobieye_frame_latency_seconds",
+            "Capture-to-result latency measured by the edge agent",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.worker_frame = Histogram(
+            "mobieye_worker_frame_seconds",
+            "Decoded frame to result sent, on the worker",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tracking = Histogram(
+            "mobieye_tracking_seconds",
+            "Per-frame tracking and bookkeeping time",
+            ["stream"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "mobieye_detector_inference_seconds",
+            "Detector inference time per keyframe",
+            ["model"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.frames = Counter(
+            "mobieye_frames_received", "Frames decoded", ["stream"], registry=r
+        )
+        self.dropped = Counter(
+            "mobieye_frames_dropped",
+            "Frames replaced in the latest-frame slot before processing",
+            ["stream"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "mobieye_keyframe_decisions",
+            "Keyframe policy decisions by reason",
+            ["stream", "reason"],
+            registry=r,
+        )
+        self.bad_messages = Counter(
+            "mobieye_bad_messages", "Refused data-channel messages", ["stream"], registry=r
+        )
+        self.streams = Gauge("mobieye_streams_active", "Streams being served", registry=r)
+        self.offers_refused = Counter(
+            "mobieye_offers_refused", "Offers answered with an error", ["reason"], registry=r
+        )
+
+    def forget_stream(self, stream: str) -> None:
+        """Drop a finished stream's label sets so cardinality stays bounded."""
+        for metric in (
+            self.frame_latency,
+            self.worker_frame,
+            self.tracking,
+            self.frames,
+            self.dropped,
+            self.bad_messages,
+        ):
+            try:
+                metric.remove(stream)
+            except KeyError:
+                pass
+        for labels in list(self.decisions._metrics):  # no public API to list label sets
+            if labels[0] == stream:
+                self.decisions.remove(*labels)

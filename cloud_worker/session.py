@@ -1,0 +1,209 @@
+"""One edge agent's stream on the worker: WebRTC peer, data channel and the frame pipeline.
+
+Flow: the decoded-frame receiver puts frames into a latest-frame slot (drop-oldest: the worker
+always works on the newest frame); the processing loop takes them, runs the stream's processor
+step in the stream's own thread and sends each result on the data channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
+from mobieye.config import Settings
+from mobieye.errors import MessageError
+from mobieye.messages import ErrorMessage, Hello, LatencyReport, Welcome, encode, parse_message
+from mobieye.slot import LatestSlot, SlotClosed
+from mobieye.webrtc import jitter_buffer_of
+
+log = logging.getLogger(__name__)
+
+
+class StreamSession:
+    def __init__(
+        self,
+        stream_id: str,
+        pc: RTCPeerConnection,
+        settings: Settings,
+        pool: DetectorPool,
+        names: dict[int, str],
+        metrics: WorkerMetrics,
+        worker_id: str,
+        on_closed: Callable[[StreamSession], None],
+    ) -> None:
+        self.stream_id = stream_id
+        self.pc = pc
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.frame_ticks = 3000
+        self.channel: RTCDataChannel | None = None
+        self.processor = StreamProcessor(stream_id, settings.keyframe, pool, names)
+        self._slot: LatestSlot[tuple[VideoFrame, float, bool]] = LatestSlot(1)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s-{stream_id}")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_closed = on_closed
+        self._closed = False
+        self.frames_received = 0
+        self.results_sent = 0
+        self.started_s = time.monotonic()
+
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_state)
+
+    # -- WebRTC events -------------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video":
+            log.info("%s: ignoring %s track", self.stream_id, track.kind)
+            return
+        self._tasks.append(asyncio.ensure_future(self._receive(track)))
+        self._tasks.append(asyncio.ensure_future(self._process()))
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._welcome()
+        else:
+            channel.on("open", self._welcome)
+
+    def _welcome(self) -> None:
+        self._send(
+            encode(Welcome(worker_id=self.worker_id, model=self.pool.model_name, stream_id=self.stream_id))
+        )
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("%s: connection %s", self.stream_id, state)
+        if state in ("failed", "closed"):
+            await self.close()
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            msg = parse_message(raw)
+        except MessageError as exc:
+            self.metrics.bad_messages.labels(self.stream_id).inc()
+            log.warning("%s: dropped data-channel message: %s", self.stream_id, exc)
+            self._send(encode(ErrorMessage(message=str(exc))))
+            return
+        if isinstance(msg, Hello):
+            self.frame_ticks = msg.frame_ticks
+            log.info(
+                "%s: hello from edge: %dx%d at %.1f fps, source %s",
+                self.stream_id,
+                msg.width,
+                msg.height,
+                msg.fps,
+                msg.source or "?",
+            )
+        elif isinstance(msg, LatencyReport):
+            hist = self.metrics.frame_latency.labels(self.stream_id)
+            for ms in msg.samples_ms:
+                hist.observe(ms / 1000)
+        else:
+            self.metrics.bad_messages.labels(self.stream_id).inc()
+            self._send(encode(ErrorMessage(message=f"unexpected message type {msg.type!r}")))
+
+    def _send(self, text: str) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(text)
+
+    # -- frame pipeline ------------------------------------------------------------------------
+    async def _receive(self, track: MediaStreamTrack) -> None:
+        receiver = next((r for r in self.pc.getReceivers() if r.track is track), None)
+        jitter = jitter_buffer_of(receiver) if receiver is not None else None
+        frames = self.metrics.frames.labels(self.stream_id)
+        try:
+            while True:
+                frame = await track.recv()
+                if not isinstance(frame, VideoFrame):
+                    continue
+                damaged = jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
+                self.frames_received += 1
+                frames.inc()
+                before = self._slot.dropped
+                self._slot.put((frame, time.monotonic(), damaged))
+                if self._slot.dropped != before:
+                    self.metrics.dropped.labels(self.stream_id).inc()
+        except MediaStreamError:
+            log.info("%s: video track ended", self.stream_id)
+        finally:
+            self._slot.close()
+
+    async def _process(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame, received_s, damaged = await self._slot.get()
+            except SlotClosed:
+                return
+            queued_ms = (time.monotonic() - received_s) * 1000
+            try:
+                outcome = await loop.run_in_executor(
+                    self._executor, self._step, frame, received_s, damaged
+                )
+            except Exception:
+                # One bad frame must not end the stream.
+                log.exception("%s: processing frame pts=%s failed", self.stream_id, frame.pts)
+                continue
+            result = outcome.result
+            total_ms = (time.monotonic() - received_s) * 1000
+            result = result.model_copy(
+                update={
+                    "timings": result.timings.model_copy(
+                        update={"queue_ms": round(queued_ms, 2), "total_ms": round(total_ms, 2)}
+                    )
+                }
+            )
+            self._send(encode(result))
+            self.results_sent += 1
+            self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
+            self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
+            self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
+            if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
+                self.metrics.inference.labels(self.pool.model_name).observe(
+                    outcome.result.timings.detect_ms / 1000
+                )
+
+    def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
+        pts = int(frame.pts or 0)
+        image = frame.to_ndarray(format="bgr24")
+        decoded = DecodedFrame(pts // self.frame_ticks, pts, image, received_s, damaged)
+        return self.processor.step(decoded)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._slot.close()
+        await self.pc.close()
+        self.processor.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.metrics.forget_stream(self.stream_id)
+        log.info(
+            "%s: closed after %.1f s, %d frames, %d results, %d detections",
+            self.stream_id,
+            time.monotonic() - self.started_s,
+            self.frames_received,
+            self.results_sent,
+            self.processor.detector_runs,
+        )
+        self._on_closed(self)

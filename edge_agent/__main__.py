@@ -1,0 +1,5 @@
+import sys
+
+from mobieye.cli import main
+
+sys.exit(main(["edge", *sys.argv[1:]]))

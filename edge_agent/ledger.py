@@ -1,0 +1,69 @@
+"""Which frames were sent, and which results belong to which frame (pure; no I/O).
+
+The edge stamps frame ``seq`` with ``pts = seq * frame_ticks``; the worker echoes the pts it
+decoded, so a result maps to exactly one captured frame and its capture time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mobieye.messages import Result
+
+
+@dataclass(frozen=True)
+class SentFrame:
+    seq: int
+    pts: int
+    capture_s: float
+
+
+@dataclass(frozen=True)
+class Match:
+    frame: SentFrame
+    latency_ms: float
+    in_order: bool  # False: an older frame's result arrived after a newer one's
+
+
+class FrameLedger:
+    """Remembers sent frames for ``keep_s`` seconds (bounded), matches results to them."""
+
+    def __init__(self, frame_ticks: int, keep_s: float = 10.0, max_frames: int = 4096) -> None:
+        self.frame_ticks = frame_ticks
+        self.keep_s = keep_s
+        self.max_frames = max_frames
+        self._frames: OrderedDict[int, SentFrame] = OrderedDict()
+        self.last_seq = -1
+        self.unmatched = 0
+        self.out_of_order = 0
+
+    def pts_for(self, seq: int) -> int:
+        return seq * self.frame_ticks
+
+    def sent(self, seq: int, capture_s: float) -> SentFrame:
+        frame = SentFrame(seq, self.pts_for(seq), capture_s)
+        self._frames[frame.pts] = frame
+        while len(self._frames) > self.max_frames:
+            self._frames.popitem(last=False)
+        return frame
+
+    def match(self, result: Result, now_s: float) -> Match | None:
+        self._expire(now_s)
+        frame = self._frames.pop(result.pts, None)
+        if frame is None:
+            self.unmatched += 1
+            return None
+        in_order = frame.seq > self.last_seq
+        if in_order:
+            self.last_seq = frame.seq
+        else:
+            self.out_of_order += 1
+        return Match(frame, (now_s - frame.capture_s) * 1000, in_order)
+
+    def _expire(self, now_s: float) -> None:
+        while self._frames:
+            first = next(iter(self._frames.values()))
+            if now_s - first.capture_s <= self.keep_s:
+                break
+            self._frames.popitem(last=False)

@@ -1,0 +1,66 @@
+"""``mobieye edge``: stream one source to one worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from edge_agent.agent import EdgeAgent, EdgeOutputs
+from edge_agent.sources import VideoSource, parse_source
+from mobieye.config import Settings
+from mobieye.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+
+def open_source(settings: Settings) -> VideoSource:
+    if not settings.edge.source:
+        raise SourceError("no video source given: pass --source FILE|WEBCAM_INDEX|URL")
+    return VideoSource(
+        parse_source(settings.edge.source),
+        fps=settings.edge.fps,
+        loop_file=settings.edge.loop,
+        max_width=settings.edge.max_width,
+        reconnect_s=settings.edge.reconnect_s,
+    )
+
+
+def outputs_from(args: argparse.Namespace, status: bool) -> EdgeOutputs:
+    return EdgeOutputs(trace=args.trace, report=args.report, record=args.record, status=status)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    lat = report["latency_ms"]
+    print(
+        f"\n{report['frames_with_result']}/{report['frames_captured']} frames got results "
+        f"({report['result_ratio']:.1%}); latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+        f"p99 {lat['p99']} ms; detector on {report['detector_runs']} frames "
+        f"({report['detector_fraction']:.1%}); uplink {report['uplink_kbps']} kbps; "
+        f"model {report['model']}",
+        file=sys.stderr,
+    )
+    classes = report["classes_seen"]
+    if classes:
+        top = ", ".join(f"{k} {v}" for k, v in list(classes.items())[:8])
+        print(f"boxes by class: {top}", file=sys.stderr)
+
+
+async def run_edge(settings: Settings, args: argparse.Namespace) -> int:
+    source = open_source(settings)
+    log.info(
+        "streaming %s (%dx%d at %.1f fps) to %s",
+        source.spec.label,
+        source.width,
+        source.height,
+        source.fps,
+        settings.edge.worker_url,
+    )
+    agent = EdgeAgent(settings, source, outputs_from(args, status=True))
+    report = await agent.run(args.duration)
+    print_summary(report)
+    if args.report is None:
+        log.debug("report: %s", json.dumps(report))
+    return 0 if report["frames_with_result"] else 1

@@ -1,0 +1,95 @@
+"""What one edge run measured: the summary report (JSON) and the live status line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from edge_agent.ledger import Match
+from mobieye.messages import Result
+from mobieye.stats import percentiles
+
+STATUS_WINDOW_S = 2.0
+
+
+class RunStats:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.started_s = time.monotonic()
+        self.frames_captured = 0
+        self.frames_sent = 0
+        self.frames_with_result = 0
+        self.latencies_ms: list[float] = []
+        self.detector_runs = 0
+        self.classes_seen: Counter[str] = Counter()
+        self.result_sources: Counter[str] = Counter()
+        self.out_of_order = 0
+        self.model: str | None = None
+        self.worker_id: str | None = None
+        self.stream_id: str | None = None
+        self.errors: list[str] = []
+        self._recent: deque[tuple[float, float, int]] = deque()  # (t, latency, boxes)
+
+    def add(self, match: Match, result: Result, now_s: float) -> None:
+        if not match.in_order:
+            self.out_of_order += 1
+            return  # a stale result: never shown, not counted as a result for its frame
+        self.frames_with_result += 1
+        self.latencies_ms.append(match.latency_ms)
+        self.detector_runs = max(self.detector_runs, result.detector_runs)
+        self.result_sources[result.source] += 1
+        self.model = result.model
+        for box in result.boxes:
+            self.classes_seen[box.label] += 1
+        self._recent.append((now_s, match.latency_ms, len(result.boxes)))
+
+    def status_line(self, now_s: float) -> str:
+        while self._recent and now_s - self._recent[0][0] > STATUS_WINDOW_S:
+            self._recent.popleft()
+        n = len(self._recent)
+        if not n:
+            return f"{now_s - self.started_s:5.1f}s | waiting for results ({self.frames_sent} sent)"
+        lat = sorted(r[1] for r in self._recent)
+        fps = n / STATUS_WINDOW_S
+        det = self.detector_runs / max(1, self.frames_sent)
+        return (
+            f"{now_s - self.started_s:5.1f}s | {fps:4.1f} fps | latency p50 {lat[n // 2]:5.1f} ms "
+            f"p95 {lat[min(n - 1, int(n * 0.95))]:5.1f} ms | boxes {self._recent[-1][2]:2d} | "
+            f"detect {det:4.0%} | {self.model}"
+        )
+
+    def summary(self, uplink_bytes: int | None) -> dict[str, Any]:
+        duration = time.monotonic() - self.started_s
+        return {
+            "source": self.source,
+            "model": self.model,
+            "worker_id": self.worker_id,
+            "stream_id": self.stream_id,
+            "duration_s": round(duration, 2),
+            "frames_captured": self.frames_captured,
+            "frames_sent": self.frames_sent,
+            "frames_with_result": self.frames_with_result,
+            "result_ratio": round(self.frames_with_result / max(1, self.frames_captured), 4),
+            "latency_ms": percentiles(self.latencies_ms),
+            "detector_runs": self.detector_runs,
+            "detector_fraction": round(self.detector_runs / max(1, self.frames_sent), 4),
+            "result_sources": dict(self.result_sources),
+            "out_of_order_results": self.out_of_order,
+            "classes_seen": dict(self.classes_seen.most_common()),
+            "uplink_kbps": (
+                round(uplink_bytes * 8 / 1000 / duration, 1) if uplink_bytes and duration else None
+            ),
+            "fps": round(self.frames_captured / duration, 2) if duration else None,
+            "errors": self.errors,
+        }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees a half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)

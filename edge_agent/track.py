@@ -1,0 +1,47 @@
+"""The WebRTC video track the edge sends: captured frames, stamped so results map back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from edge_agent.sources import CapturedFrame
+from mobieye.messages import RTP_CLOCK_HZ
+from mobieye.slot import LatestSlot, SlotClosed
+
+TIME_BASE = Fraction(1, RTP_CLOCK_HZ)
+
+
+class CaptureTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(
+        self,
+        slot: LatestSlot[CapturedFrame],
+        frame_ticks: int,
+        on_sent: Callable[[CapturedFrame], None],
+    ) -> None:
+        super().__init__()
+        self._slot = slot
+        self._frame_ticks = frame_ticks
+        self._on_sent = on_sent
+        self.encode_wait_ms = 0.0
+
+    async def recv(self) -> VideoFrame:
+        try:
+            captured = await self._slot.get()
+        except SlotClosed:
+            self.stop()
+            raise MediaStreamError from None
+        frame = VideoFrame.from_ndarray(captured.image, format="bgr24")
+        # pts on the 90 kHz RTP clock; with the zero-origin sender patch it is the RTP timestamp.
+        frame.pts = captured.seq * self._frame_ticks
+        frame.time_base = TIME_BASE
+        self.encode_wait_ms = (time.monotonic() - captured.capture_s) * 1000
+        self._on_sent(captured)
+        return frame

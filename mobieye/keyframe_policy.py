@@ -1,0 +1,69 @@
+"""Keyframe policy: run the detector on this frame, or track?
+
+A pure function of measured facts about the frame and the stream's history, so it is tested
+without sockets and the controller can retune it (the config is the only knob).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from mobieye.config import KeyframeConfig
+
+THUMB_SIZE = (64, 48)  # change is measured on a thumbnail: cheap and insensitive to noise
+
+
+@dataclass(frozen=True)
+class FrameFacts:
+    seq: int
+    time_s: float  # when the frame reached the worker (monotonic seconds)
+    change: float  # mean absolute change since the last keyframe, 0..1
+    track_quality: float  # mean fraction of flow points that tracked (1.0 with no boxes)
+    damaged: bool = False  # decoded from a stream with lost packets since the last keyframe
+    detector_busy: bool = False  # a detection of this stream is still running
+
+
+@dataclass(frozen=True)
+class KeyframeHistory:
+    last_seq: int | None = None
+    last_time_s: float | None = None
+
+    def after_detect(self, facts: FrameFacts) -> KeyframeHistory:
+        return KeyframeHistory(last_seq=facts.seq, last_time_s=facts.time_s)
+
+
+@dataclass(frozen=True)
+class Decision:
+    detect: bool
+    reason: str
+
+
+def decide(cfg: KeyframeConfig, history: KeyframeHistory, facts: FrameFacts) -> Decision:
+    """Decide for one frame. Reasons name the rule that fired (they are counted in metrics)."""
+    if facts.damaged:
+        # Lost packets leave stale regions until the next keyframe: a detection would be wrong.
+        return Decision(False, "damaged")
+    if facts.detector_busy:
+        return Decision(False, "busy")
+    if history.last_seq is None or history.last_time_s is None:
+        return Decision(True, "first")
+    since = facts.seq - history.last_seq
+    if since < cfg.min_interval:
+        return Decision(False, "min_interval")
+    if since >= cfg.interval:
+        return Decision(True, "interval")
+    if facts.time_s - history.last_time_s >= cfg.max_age_s:
+        return Decision(True, "max_age")
+    if facts.change >= cfg.scene_change:
+        return Decision(True, "scene_change")
+    if facts.track_quality < cfg.min_track_quality:
+        return Decision(True, "tracking_quality")
+    return Decision(False, "track")
+
+
+def thumbnail_change(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    """Mean absolute difference of two equal-size grey thumbnails, as a fraction of 255."""
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) / 255.0

@@ -1,0 +1,113 @@
+"""Data-channel messages between edge agent and worker: JSON text, one object per message.
+
+Every message has a ``type``. Parsing is strict: an unknown type, a missing field or a wrong value
+is a :class:`MessageError` naming the problem, which the receiver logs and drops.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mobieye.errors import MessageError
+
+MAX_MESSAGE_BYTES = 256 * 1024
+PROTOCOL_VERSION = 1
+# The edge stamps frame k with pts = k * frame_ticks on the 90 kHz RTP clock.
+RTP_CLOCK_HZ = 90_000
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Hello(_Msg):
+    """Edge -> worker, first message: who the stream is and how its frames are stamped."""
+
+    type: Literal["hello"] = "hello"
+    version: int = PROTOCOL_VERSION
+    stream_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    frame_ticks: int = Field(default=3000, ge=1, le=RTP_CLOCK_HZ)
+    fps: float = Field(default=30.0, gt=0, le=240)
+    width: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0)
+    source: str = ""
+
+
+class LatencyReport(_Msg):
+    """Edge -> worker: capture-to-result latencies measured since the last report."""
+
+    type: Literal["latency"] = "latency"
+    samples_ms: list[Annotated[float, Field(ge=0, le=600_000)]] = Field(max_length=10_000)
+
+
+class Box(_Msg):
+    xyxy: tuple[float, float, float, float]  # normalised to the frame size
+    cls: int
+    label: str
+    score: float
+    track_id: int
+
+
+class Timings(_Msg):
+    """Milliseconds spent on the worker for this frame."""
+
+    queue_ms: float = 0.0  # decoded -> picked up by the stream's pipeline
+    track_ms: float = 0.0
+    detect_ms: float = 0.0  # inference of the detection these boxes came from (0: tracked)
+    total_ms: float = 0.0  # decoded -> result sent
+
+
+class Result(_Msg):
+    """Worker -> edge, one per processed frame."""
+
+    type: Literal["result"] = "result"
+    seq: int
+    pts: int
+    source: Literal["detect", "track", "none"]
+    detect_seq: int | None = None  # the frame the freshest detection ran on
+    model: str
+    width: int
+    height: int
+    boxes: list[Box]
+    timings: Timings
+    detector_runs: int = 0  # detections run on this stream so far
+
+
+class Welcome(_Msg):
+    """Worker -> edge, when the data channel opens."""
+
+    type: Literal["welcome"] = "welcome"
+    worker_id: str
+    model: str
+    stream_id: str
+
+
+class ErrorMessage(_Msg):
+    """Worker -> edge: a message of the edge's was refused (it goes on streaming)."""
+
+    type: Literal["error"] = "error"
+    message: str
+
+
+Message = Annotated[
+    Hello | LatencyReport | Result | Welcome | ErrorMessage, Field(discriminator="type")
+]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def parse_message(raw: str | bytes) -> Message:
+    """Parse one data-channel message or raise MessageError saying what is wrong with it."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        raise MessageError(f"bad message: {where}: {err['msg']}") from exc
+
+
+def encode(msg: _Msg) -> str:
+    return msg.model_dump_json()

@@ -1,0 +1,43 @@
+"""Process-wide set-up: logging, and keeping ultralytics from reaching for the network."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("MOBIEYE_CACHE_DIR", Path.home() / ".cache" / "mobieye"))
+
+
+def configure_ultralytics_env() -> None:
+    """Must run before ``import ultralytics``; explicit environment settings win.
+
+    ultralytics pip-installs missing packages at run time unless told not to, writes settings to
+    the home directory, and (with YOLO_OFFLINE=1, as tests and CI set) stays off the network.
+    """
+    cfg_dir = CACHE_DIR / "ultralytics"
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg_dir))
+    os.environ.setdefault("MPLCONFIGDIR", str(CACHE_DIR / "matplotlib"))
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # aiortc/aioice log every packet at DEBUG and some routine events at INFO.
+    for noisy in ("aioice", "aiortc", "ultralytics", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def default_data_dir() -> Path:
+    """Real models and clips: ``$MOBIEYE_DATA_DIR`` or ``../shared/data`` beside the checkout."""
+    env = os.environ.get("MOBIEYE_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"

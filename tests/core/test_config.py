@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from mobieye.config import load_settings
+from mobieye.errors import ConfigError
+
+
+def test_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("MOBIEYE_"):
+            monkeypatch.delenv(key)
+    s = load_settings()
+    assert s.worker.host == "127.0.0.1"
+    assert s.webrtc.loopback_only is True
+    assert s.webrtc.ice_servers == []
+    assert s.detector.imgsz % 32 == 0
+
+
+def test_precedence_flags_over_env_over_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("detector:\n  imgsz: 640\n  conf: 0.4\nkeyframe:\n  interval: 12\n")
+    monkeypatch.setenv("MOBIEYE_DETECTOR__IMGSZ", "320")
+    monkeypatch.setenv("MOBIEYE_MODEL", "/models/m.onnx")
+    s = load_settings(cfg, {"keyframe": {"interval": 4}})
+    assert s.detector.imgsz == 320  # env beats YAML
+    assert s.detector.conf == 0.4  # YAML beats default
+    assert s.keyframe.interval == 4  # flag beats YAML
+    assert s.detector.model == "/models/m.onnx"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"detector": {"imgsz": 333}}, "detector.imgsz"),
+        ({"webrtc": {"codec": "av1"}}, "webrtc.codec"),
+        ({"keyframe": {"interval": 2, "min_interval": 5}}, "min_interval"),
+        ({"worker": {"port": 70000}}, "worker.port"),
+        ({"detector": {"bogus": 1}}, "detector.bogus"),
+    ],
+)
+def test_bad_values_are_named(overrides: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_settings(None, overrides)
+
+
+def test_bad_yaml_file_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("detector: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_settings(cfg)
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_settings(tmp_path / "missing.yaml")

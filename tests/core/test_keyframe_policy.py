@@ -1,0 +1,48 @@
+from mobieye.config import KeyframeConfig
+from mobieye.keyframe_policy import FrameFacts, KeyframeHistory, decide
+
+CFG = KeyframeConfig(interval=8, min_interval=2, max_age_s=0.5, scene_change=0.1)
+
+
+def facts(seq: int, t: float | None = None, **kw: object) -> FrameFacts:
+    base = {"change": 0.0, "track_quality": 1.0}
+    base.update(kw)
+    return FrameFacts(seq=seq, time_s=seq / 30 if t is None else t, **base)  # type: ignore[arg-type]
+
+
+def run(seqs: range, **kw: object) -> list[int]:
+    history = KeyframeHistory()
+    detected = []
+    for s in seqs:
+        f = facts(s, **kw)
+        if decide(CFG, history, f).detect:
+            history = history.after_detect(f)
+            detected.append(s)
+    return detected
+
+
+def test_first_frame_then_every_interval() -> None:
+    assert run(range(30)) == [0, 8, 16, 24]
+
+
+def test_max_age_fires_on_slow_streams() -> None:
+    history = KeyframeHistory().after_detect(facts(0, 0.0))
+    assert decide(CFG, history, facts(3, 0.6)).reason == "max_age"
+    assert not decide(CFG, history, facts(3, 0.2)).detect
+
+
+def test_scene_change_and_tracking_quality_trigger_early() -> None:
+    history = KeyframeHistory().after_detect(facts(0))
+    assert decide(CFG, history, facts(3, change=0.3)).reason == "scene_change"
+    assert decide(CFG, history, facts(3, track_quality=0.1)).reason == "tracking_quality"
+    # but never more often than min_interval
+    assert decide(CFG, history, facts(1, change=0.9)).reason == "min_interval"
+
+
+def test_damaged_and_busy_frames_are_never_detected() -> None:
+    assert decide(CFG, KeyframeHistory(), facts(0, damaged=True)).reason == "damaged"
+    assert decide(CFG, KeyframeHistory(), facts(0, detector_busy=True)).reason == "busy"
+    # a damaged stretch delays the keyframe until a clean frame arrives
+    history = KeyframeHistory().after_detect(facts(0))
+    assert not decide(CFG, history, facts(9, damaged=True)).detect
+    assert decide(CFG, history, facts(10)).reason == "interval"

@@ -1,0 +1,29 @@
+from edge_agent.ledger import FrameLedger
+from mobieye.messages import Result, Timings
+
+
+def result(pts: int) -> Result:
+    return Result(
+        seq=0, pts=pts, source="track", model="m", width=1, height=1, boxes=[], timings=Timings()
+    )
+
+
+def test_results_match_frames_by_pts_and_measure_latency() -> None:
+    ledger = FrameLedger(frame_ticks=3600)
+    ledger.sent(0, 10.0)
+    ledger.sent(1, 10.04)
+    ledger.sent(2, 10.08)
+    m = ledger.match(result(3600), 10.06)
+    assert m is not None and m.frame.seq == 1 and m.in_order
+    assert abs(m.latency_ms - 20.0) < 1e-6
+    late = ledger.match(result(0), 10.07)  # frame 0's result after frame 1's
+    assert late is not None and not late.in_order
+    assert ledger.match(result(3600), 10.1) is None  # already matched
+    assert ledger.match(result(999), 10.1) is None
+    assert ledger.unmatched == 2 and ledger.out_of_order == 1
+
+
+def test_old_frames_expire() -> None:
+    ledger = FrameLedger(frame_ticks=3000, keep_s=1.0)
+    ledger.sent(0, 0.0)
+    assert ledger.match(result(0), 5.0) is None
