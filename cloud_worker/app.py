@@ -51,6 +51,9 @@ class WorkerState:
     def ready(self) -> bool:
         return self.pool is not None
 
+    def forget(self, session: StreamSession) -> None:
+        self.sessions.pop(session.stream_id, None)
+
     def new_stream_id(self, wanted: str | None) -> str:
         self._counter += 1
         base = wanted or f"stream-{self._counter}"
@@ -164,7 +167,7 @@ def create_app(
             detector.names,
             state.metrics,
             worker_id,
-            on_closed=lambda s: state.sessions.pop(s.stream_id, None),
+            on_closed=state.forget,
         )
         state.sessions[stream_id] = session
         try:

@@ -84,8 +84,10 @@ class StreamProcessor:
 
     def step(self, frame: DecodedFrame) -> StepOutcome:
         started = time.perf_counter()
-        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-        thumb = cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        gray: Gray = np.asarray(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), np.uint8)
+        thumb: Gray = np.asarray(
+            cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA), np.uint8
+        )
 
         moved, quality = self.tracker.step(gray, self.assigner.tracks)
         self.assigner.set_tracked(moved)

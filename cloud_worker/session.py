@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -180,7 +181,7 @@ class StreamSession:
 
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)
-        image = frame.to_ndarray(format="bgr24")
+        image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
         decoded = DecodedFrame(pts // self.frame_ticks, pts, image, received_s, damaged)
         return self.processor.step(decoded)
 

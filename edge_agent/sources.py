@@ -158,7 +158,7 @@ class VideoSource:
                 if delay > 0 and self._stop.wait(delay):
                     return
                 next_t = max(next_t + period, time.monotonic() - period)
-            frame = CapturedFrame(self.captured, time.monotonic(), image)
+            frame = CapturedFrame(self.captured, time.monotonic(), np.asarray(image, np.uint8))
             self.captured += 1
             loop.call_soon_threadsafe(slot.put, frame)
         cap.release()

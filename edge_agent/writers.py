@@ -57,13 +57,19 @@ class TraceWriter(_ThreadedWriter):
                 f.write(json.dumps(item) + "\n")
 
 
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable, distinct BGR colour per track id."""
+    hsv = np.array([[[(track_id * 47) % 180, 200, 255]]], dtype=np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
 def draw_boxes(image: npt.NDArray[np.uint8], result: Result) -> npt.NDArray[np.uint8]:
     out = image.copy()
     h, w = out.shape[:2]
     for box in result.boxes:
         x1, y1, x2, y2 = (int(v * s) for v, s in zip(box.xyxy, (w, h, w, h), strict=True))
-        hue = (box.track_id * 47) % 180
-        color = tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0])
+        color = track_color(box.track_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
         label = f"{box.label} #{box.track_id} {box.score:.2f}"
         cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
@@ -94,7 +100,8 @@ class VideoRecorder(_ThreadedWriter):
                 image, result = item
                 frame = draw_boxes(image, result)
                 if (frame.shape[1], frame.shape[0]) != self.size:
-                    frame = cv2.resize(frame, self.size)
-                writer.write(frame)
+                    writer.write(cv2.resize(frame, self.size))
+                else:
+                    writer.write(frame)
         finally:
             writer.release()

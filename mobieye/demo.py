@@ -25,6 +25,8 @@ from mobieye.errors import MobiEyeError, SourceError
 log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT_S = 180.0
+# Where there is internet ultralytics downloads it; offline, resolve_model says what to pass.
+DEFAULT_DEMO_MODEL = "yolo11n.pt"
 
 
 def sample_clip() -> Path | None:
@@ -116,6 +118,9 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.main import open_source, outputs_from, print_summary
 
+    if not settings.detector.model:
+        detector = settings.detector.model_copy(update={"model": DEFAULT_DEMO_MODEL})
+        settings = settings.model_copy(update={"detector": detector})
     resolve_model(settings.detector.model)  # fail before starting anything
     source_spec = pick_source(settings)
     is_file = not source_spec.isdigit() and "://" not in source_spec

@@ -48,7 +48,11 @@ class Detections:
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(np.empty((0, 4)), np.empty((0,)), np.empty((0,)))
+        return cls(
+            np.empty((0, 4), dtype=np.float32),
+            np.empty((0,), dtype=np.float32),
+            np.empty((0,), dtype=np.int64),
+        )
 
     @classmethod
     def from_ultralytics(cls, result: Any) -> Detections:
@@ -115,4 +119,5 @@ def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
     area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    iou: FloatArray = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    return iou

@@ -71,7 +71,8 @@ def resolve_model(spec: str | None) -> ModelRef:
         if os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true"):
             raise ModelError(
                 f"model {spec} is a stock ultralytics name but YOLO_OFFLINE is set, so it can't "
-                "be downloaded: pass --model with a local .pt/.onnx path"
+                "be downloaded: pass --model PATH (or set MOBIEYE_MODEL) to a local .pt/.onnx "
+                "file or OpenVINO export dir"
             )
         return ModelRef(spec, None)
     raise ModelError(f"model file {path} does not exist (pass --model with an existing path)")
@@ -93,7 +94,7 @@ class UltralyticsDetector:
         started = time.perf_counter()
         try:
             import torch
-            from ultralytics import YOLO
+            from ultralytics.models import YOLO
 
             torch.set_num_threads(self.cfg.threads)
             self._model = YOLO(str(self.ref.path or self.ref.spec), task="detect")
@@ -104,7 +105,10 @@ class UltralyticsDetector:
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"cannot load model {self.ref.spec}: {exc}") from exc
+            hint = ""
+            if self.ref.path is None:
+                hint = " (no internet? pass --model PATH or set MOBIEYE_MODEL to a local file)"
+            raise ModelError(f"cannot load model {self.ref.spec}: {exc}{hint}") from exc
         log.info(
             "loaded %s (%d classes, imgsz %d, %d threads) in %.1f s",
             self.ref.spec,
@@ -117,9 +121,9 @@ class UltralyticsDetector:
     def _set_onnx_threads(self) -> None:
         # ultralytics builds its ONNX Runtime session with default threads (all cores); on a
         # small box that starves the WebRTC threads, so rebuild it with the configured count.
-        backend = getattr(getattr(self._model.predictor, "model", None), "backend", None)
+        backend: Any = getattr(getattr(self._model.predictor, "model", None), "backend", None)
         session = getattr(backend, "session", None)
-        if session is None or not hasattr(session, "get_providers"):
+        if backend is None or session is None or not hasattr(session, "get_providers"):
             return
         import onnxruntime as ort
 
