@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 
+import cv2
 import uvicorn
 
 from cloud_worker.app import create_app
@@ -36,6 +37,8 @@ def worker_id_for(settings: Settings) -> str:
 async def serve_worker(settings: Settings) -> int:
     """Serve until stopped; returns the process exit code (1 when the model fails to load)."""
     detector = UltralyticsDetector(settings.detector)  # raises ModelError before serving
+    # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
+    cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)
     config = uvicorn.Config(
         "cloud_worker.app:create_app",  # placeholder, replaced below

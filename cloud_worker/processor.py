@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -28,7 +29,13 @@ from mobieye.keyframe_policy import (
     thumbnail_change,
 )
 from mobieye.messages import Box, Result, Timings
-from mobieye.tracking import AssignmentEvents, FlowTracker, TrackAssigner, propagate
+from mobieye.tracking import (
+    AssignmentEvents,
+    FlowTracker,
+    TrackAssigner,
+    TrackQuality,
+    propagate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,8 @@ MAX_FAST_FORWARD_FRAMES = 45
 class DecodedFrame:
     seq: int
     pts: int
-    image: npt.NDArray[np.uint8]  # BGR
+    gray: Gray  # luma: all that tracking needs
+    bgr: Callable[[], npt.NDArray[np.uint8]]  # colour conversion, paid on keyframes only
     received_s: float  # monotonic, when the decoder handed it over
     damaged: bool = False
 
@@ -84,13 +92,16 @@ class StreamProcessor:
 
     def step(self, frame: DecodedFrame) -> StepOutcome:
         started = time.perf_counter()
-        gray: Gray = np.asarray(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), np.uint8)
+        gray = frame.gray
         thumb: Gray = np.asarray(
             cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA), np.uint8
         )
 
-        moved, quality = self.tracker.step(gray, self.assigner.tracks)
-        self.assigner.set_tracked(moved)
+        if self.keyframe.track_between:
+            moved, quality = self.tracker.step(gray, self.assigner.tracks)
+            self.assigner.set_tracked(moved)
+        else:
+            moved, quality = self.assigner.tracks, TrackQuality.perfect(len(self.assigner))
         source = "track" if len(moved) else "none"
 
         events = None
@@ -116,7 +127,7 @@ class StreamProcessor:
         decision = decide(self.keyframe, self.history, facts)
         if decision.detect:
             try:
-                future = self.pool.submit(frame.image)
+                future = self.pool.submit(frame.bgr())
             except PoolBusy:
                 decision = Decision(False, "pool_busy")
             else:
@@ -136,7 +147,7 @@ class StreamProcessor:
             log.exception("%s: detection of frame %d failed", self.stream_id, pending.seq)
             return None
         dets = out.detections
-        if len(pending.grays) > 1 and len(dets):
+        if len(pending.grays) > 1 and len(dets) and self.keyframe.track_between:
             dets = propagate(pending.grays, dets)
         h, w = pending.grays[-1].shape[:2]
         self.assigner.update(dets.clip(w, h))
@@ -146,7 +157,7 @@ class StreamProcessor:
         return self.assigner.events
 
     def _result(self, frame: DecodedFrame, source: str, track_ms: float) -> Result:
-        h, w = frame.image.shape[:2]
+        h, w = frame.gray.shape[:2]
         tracks = self.assigner.tracks
         norm = tracks.normalized_xyxy(w, h)
         boxes = [

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -29,6 +30,15 @@ from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import jitter_buffer_of
 
 log = logging.getLogger(__name__)
+
+
+def luma(frame: VideoFrame) -> npt.NDArray[np.uint8]:
+    """The Y plane of a decoded frame: greyscale for free, no colour conversion."""
+    if frame.format.name not in ("yuv420p", "yuvj420p", "nv12"):
+        return np.asarray(frame.to_ndarray(format="gray"), np.uint8)
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return np.ascontiguousarray(rows[:, : plane.width])
 
 
 class StreamSession:
@@ -181,8 +191,14 @@ class StreamSession:
 
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)
-        image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
-        decoded = DecodedFrame(pts // self.frame_ticks, pts, image, received_s, damaged)
+        decoded = DecodedFrame(
+            seq=pts // self.frame_ticks,
+            pts=pts,
+            gray=luma(frame),
+            bgr=lambda: np.asarray(frame.to_ndarray(format="bgr24"), np.uint8),
+            received_s=received_s,
+            damaged=damaged,
+        )
         return self.processor.step(decoded)
 
     async def close(self) -> None:

@@ -210,7 +210,11 @@ class EdgeAgent:
             )
             self.stats.started_s = time.monotonic()
             self.source.start(loop, slot)
-            await self._stream(slot, duration_s)
+            try:
+                await self._stream(slot, duration_s)
+            except asyncio.CancelledError:
+                # Ctrl-C: keep what was measured; the report below is still written.
+                self.stats.errors.append("interrupted")
             uplink_bytes = await _bytes_sent(pc)
         finally:
             self.source.stop()
@@ -248,6 +252,7 @@ class EdgeAgent:
             if self.source.ended.is_set() and not len(slot):
                 break
         self.source.stop()
+        self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
         self._flush_latency()
         if tty:

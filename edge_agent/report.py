@@ -19,10 +19,12 @@ class RunStats:
     def __init__(self, source: str) -> None:
         self.source = source
         self.started_s = time.monotonic()
+        self.stopped_s: float | None = None  # when capture stopped (before the drain)
         self.frames_captured = 0
         self.frames_sent = 0
         self.frames_with_result = 0
         self.latencies_ms: list[float] = []
+        self.worker_step_ms: list[float] = []  # the worker's per-frame tracking/policy time
         self.detector_runs = 0
         self.classes_seen: Counter[str] = Counter()
         self.result_sources: Counter[str] = Counter()
@@ -39,6 +41,7 @@ class RunStats:
             return  # a stale result: never shown, not counted as a result for its frame
         self.frames_with_result += 1
         self.latencies_ms.append(match.latency_ms)
+        self.worker_step_ms.append(result.timings.track_ms)
         self.detector_runs = max(self.detector_runs, result.detector_runs)
         self.result_sources[result.source] += 1
         self.model = result.model
@@ -62,7 +65,7 @@ class RunStats:
         )
 
     def summary(self, uplink_bytes: int | None) -> dict[str, Any]:
-        duration = time.monotonic() - self.started_s
+        duration = (self.stopped_s or time.monotonic()) - self.started_s
         return {
             "source": self.source,
             "model": self.model,
@@ -74,6 +77,7 @@ class RunStats:
             "frames_with_result": self.frames_with_result,
             "result_ratio": round(self.frames_with_result / max(1, self.frames_captured), 4),
             "latency_ms": percentiles(self.latencies_ms),
+            "worker_step_ms": percentiles(self.worker_step_ms),
             "detector_runs": self.detector_runs,
             "detector_fraction": round(self.detector_runs / max(1, self.frames_sent), 4),
             "result_sources": dict(self.result_sources),

@@ -94,6 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--id", help="worker id (default host-port)")
     worker.add_argument("--max-streams", type=int, help="refuse streams past this (default 8)")
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure tracking, detector, receive path and the pipeline against baselines",
+        description="Runs every measurement in one invocation on the same clip and saves "
+        "OUT/bench.json, OUT/bench.md and OUT/latency_cdf.png.",
+        epilog=EPILOG,
+    )
+    _common(bench)
+    _detector_flags(bench)
+    bench.add_argument("--video", required=True, help="clip to stream (looped)")
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds per pipeline mode")
+    bench.add_argument("--fps", type=float, default=30.0, help="stream frame rate (default 30)")
+    bench.add_argument(
+        "--modes",
+        default="mobieye,every-frame,stock-receive",
+        help="pipeline modes to run, comma-separated (default: all three)",
+    )
+    bench.add_argument(
+        "--receive-seconds", type=float, default=10.0, help="seconds per receive-path run"
+    )
+    bench.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
+
     edge = sub.add_parser(
         "edge", help="stream a camera or video to a worker and measure latency", epilog=EPILOG
     )
@@ -159,6 +181,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from edge_agent.main import run_edge
 
         return asyncio.run(run_edge(settings, args))
+    if args.command == "bench":
+        from mobieye.bench import run_bench
+
+        return asyncio.run(run_bench(settings, args))
     if args.command == "demo":
         from mobieye.demo import run_demo
 

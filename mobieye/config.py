@@ -58,6 +58,11 @@ class KeyframeConfig(_Section):
     min_track_quality: float = Field(
         default=0.5, ge=0, le=1, description="Detect when tracking quality drops below."
     )
+    track_between: bool = Field(
+        default=True,
+        description="Move boxes by optical flow between keyframes (off: a frame shows the "
+        "newest detection as it was, like a conventional cloud pipeline).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KeyframeConfig:
@@ -105,6 +110,12 @@ class WorkerConfig(_Section):
     max_streams: int = Field(default=8, ge=1, le=256)
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024)
     id: str | None = Field(default=None, description="Worker id (default: host-port).")
+    cv_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="OpenCV threads for tracking; one per stream thread avoids oversubscription.",
+    )
 
 
 class EdgeConfig(_Section):

@@ -42,7 +42,8 @@ class LowLatencyJitterBuffer(JitterBuffer):
     timestamp). It is complete when its marker packet is present, or, for senders that omit the
     marker, when the next frame's first packet follows it contiguously. The very first packet
     received is assumed to start a frame, as aiortc assumes. Only whole frames are emitted, each
-    at most once, in sequence order.
+    at most once, in sequence order. The buffer holds ``capacity`` packets and grows, up to
+    ``max_capacity``, only for a frame that does not fit although none of its packets is missing.
     """
 
     def __init__(
@@ -51,9 +52,11 @@ class LowLatencyJitterBuffer(JitterBuffer):
         *,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         clock: Callable[[], float] = time.monotonic,
+        max_capacity: int = 1024,
         damaged_history: int = 1024,
     ) -> None:
         super().__init__(capacity=capacity, is_video=True)
+        self._max_capacity = max(capacity, max_capacity)
         self._max_wait_s = max_wait_ms / 1000.0
         self._clock = clock
         # (marker, timestamp) of the packet just before the head slot; None when it was lost, in
@@ -89,8 +92,13 @@ class LowLatencyJitterBuffer(JitterBuffer):
                 self._newest = None
                 pli = True
             elif delta >= self._capacity:
-                self._drop(delta - self._capacity + 1)
-                pli = True
+                if self._is_next_in_order(seq) and delta < self._max_capacity:
+                    # Nothing is missing: a frame (typically a keyframe) is simply bigger than
+                    # the buffer. Dropping it would lose every keyframe, and the PLI would fail too.
+                    self._grow(delta + 1)
+                else:
+                    self._drop(delta - self._capacity + 1)
+                    pli = True
         self._note_arrival(seq, now)
         self._packets[seq % self._capacity] = packet
 
@@ -113,6 +121,21 @@ class LowLatencyJitterBuffer(JitterBuffer):
         Compared modulo 2**32, so an unwrapped timestamp (a decoded frame's pts) works too.
         """
         return (timestamp & 0xFFFFFFFF) in self._damaged_timestamps
+
+    def _is_next_in_order(self, seq: int) -> bool:
+        return not self._holes and self._newest is not None and seq == uint16_add(self._newest, 1)
+
+    def _grow(self, needed: int) -> None:
+        assert self._origin is not None
+        capacity = self._capacity
+        while capacity < needed:
+            capacity *= 2
+        packets: list[RtpPacket | None] = [None] * capacity
+        for packet in self._packets:
+            if packet is not None:
+                packets[packet.sequence_number % capacity] = packet
+        self._packets, self._capacity = packets, capacity
+        logger.info("jitter buffer grown to %d packets for a large frame", capacity)
 
     def _note_arrival(self, seq: int, now: float) -> None:
         if self._newest is None or uint16_gt(seq, self._newest):

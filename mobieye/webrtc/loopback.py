@@ -47,7 +47,7 @@ def _test_pattern(width: int, height: int, count: int) -> list[npt.NDArray[np.ui
 
 
 class PacedVideoTrack(VideoStreamTrack):
-    """Test video paced in real time; frame k has pts k * 90000 / fps in time_base 1/90000.
+    """Test video paced in real time; frame k has pts start_pts + k * 90000 / fps (1/90000).
 
     ``on_frame(pts)`` runs when a frame is handed to the sender (for latency stamps).
     """
@@ -58,6 +58,7 @@ class PacedVideoTrack(VideoStreamTrack):
         height: int = 480,
         fps: int = 30,
         on_frame: Callable[[int], None] | None = None,
+        start_pts: int = 0,
     ) -> None:
         super().__init__()
         if VIDEO_CLOCK_RATE % fps:
@@ -66,6 +67,7 @@ class PacedVideoTrack(VideoStreamTrack):
         self._period = 1.0 / fps
         self._ticks = VIDEO_CLOCK_RATE // fps
         self._on_frame = on_frame
+        self._start_pts = start_pts
         self._count = 0
         self._start = math.nan
 
@@ -81,7 +83,7 @@ class PacedVideoTrack(VideoStreamTrack):
             await asyncio.sleep(delay)
         # A fresh frame each time: aiortc's VP8 encoder marks forced keyframes on the frame object.
         frame = VideoFrame.from_ndarray(self._pattern[self._count % len(self._pattern)], "yuv420p")
-        frame.pts = self._count * self._ticks
+        frame.pts = self._start_pts + self._count * self._ticks
         frame.time_base = VIDEO_TIME_BASE
         self._count += 1
         if self._on_frame is not None:
