@@ -134,7 +134,12 @@ def create_app(
         body = await request.body()
         limit = settings.worker.max_sdp_bytes
         if len(body) > limit:
-            return _error(400, f"offer of {len(body)} bytes exceeds the {limit}-byte limit", state, "too_large")
+            return _error(
+                400,
+                f"offer of {len(body)} bytes exceeds the {limit}-byte limit",
+                state,
+                "too_large",
+            )
         try:
             req = OfferRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -142,12 +147,16 @@ def create_app(
             where = ".".join(str(p) for p in err["loc"]) or "body"
             return _error(400, f"bad offer: {where}: {err['msg']}", state, "malformed")
         if req.type != "offer":
-            return _error(400, f"bad offer: type must be 'offer', got {req.type!r}", state, "malformed")
+            return _error(
+                400, f"bad offer: type must be 'offer', got {req.type!r}", state, "malformed"
+            )
         problem = check_sdp(req.sdp)
         if problem:
             return _error(400, f"bad offer: {problem}", state, "malformed")
         if state.pool is None:
-            return _error(503, state.load_error or "worker is still loading its model", state, "not_ready")
+            return _error(
+                503, state.load_error or "worker is still loading its model", state, "not_ready"
+            )
         if len(state.sessions) >= settings.worker.max_streams:
             return _error(
                 503,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
@@ -40,9 +42,7 @@ class WorkerMetrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
-        self.frames = Counter(
-            "mobieye_frames_received", "Frames decoded", ["stream"], registry=r
-        )
+        self.frames = Counter("mobieye_frames_received", "Frames decoded", ["stream"], registry=r)
         self.dropped = Counter(
             "mobieye_frames_dropped",
             "Frames replaced in the latest-frame slot before processing",
@@ -73,10 +73,8 @@ class WorkerMetrics:
             self.dropped,
             self.bad_messages,
         ):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(stream)
-            except KeyError:
-                pass
         for labels in list(self.decisions._metrics):  # no public API to list label sets
             if labels[0] == stream:
                 self.decisions.remove(*labels)

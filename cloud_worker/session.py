@@ -37,7 +37,7 @@ def luma(frame: VideoFrame) -> npt.NDArray[np.uint8]:
     if frame.format.name not in ("yuv420p", "yuvj420p", "nv12"):
         return np.asarray(frame.to_ndarray(format="gray"), np.uint8)
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return np.ascontiguousarray(rows[:, : plane.width])
 
 
@@ -93,7 +93,11 @@ class StreamSession:
 
     def _welcome(self) -> None:
         self._send(
-            encode(Welcome(worker_id=self.worker_id, model=self.pool.model_name, stream_id=self.stream_id))
+            encode(
+                Welcome(
+                    worker_id=self.worker_id, model=self.pool.model_name, stream_id=self.stream_id
+                )
+            )
         )
 
     async def _on_state(self) -> None:
@@ -142,7 +146,9 @@ class StreamSession:
                 frame = await track.recv()
                 if not isinstance(frame, VideoFrame):
                     continue
-                damaged = jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
+                damaged = (
+                    jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
+                )
                 self.frames_received += 1
                 frames.inc()
                 before = self._slot.dropped

@@ -81,7 +81,9 @@ async def post_offer(url: str, payload: dict[str, Any], timeout_s: float = 10.0)
             reason = response.json().get("error", response.text)
         except ValueError:
             reason = response.text
-        raise SignallingError(f"worker {endpoint} refused the stream ({response.status_code}): {reason}")
+        raise SignallingError(
+            f"worker {endpoint} refused the stream ({response.status_code}): {reason}"
+        )
     answer: dict[str, Any] = response.json()
     return answer
 

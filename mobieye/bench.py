@@ -125,10 +125,7 @@ def _markdown(result: dict[str, Any]) -> str:
     lines += [
         "| tracking (FlowTracker.step, 640x480) | median ms | p95 ms |",
         "|---|---|---|",
-        *(
-            f"| {n} boxes | {t[n]['median_ms']:.2f} | {t[n]['p95_ms']:.2f} |"
-            for n in ("5", "20")
-        ),
+        *(f"| {n} boxes | {t[n]['median_ms']:.2f} | {t[n]['p95_ms']:.2f} |" for n in ("5", "20")),
         "",
     ]
     d = result["detector"]
@@ -185,10 +182,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-async def run_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from mobieye.tracking.bench import bench_flow
-    from mobieye.webrtc.measure import measure_loopback_latency
-
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate everything first (nothing runs on bad input), then measure."""
     video = Path(args.video)
     if not video.is_file():
         raise MobiEyeError(f"bench video {video} does not exist")
@@ -196,11 +191,30 @@ async def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise MobiEyeError(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(MODES)}")
+    UltralyticsDetector(settings.detector)  # a bad model fails here, before any phase
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(_measure_all(settings, args, video, modes))
+    md = _markdown(result)
+    (out / "bench.md").write_text(md)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot(result, out / "latency_cdf.png")
+    print(md)
+    _note(f"saved {out / 'bench.json'}, {out / 'bench.md'}, {out / 'latency_cdf.png'}")
+    return 0
 
-    def note(msg: str) -> None:
-        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+def _note(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+async def _measure_all(
+    settings: Settings, args: argparse.Namespace, video: Path, modes: list[str]
+) -> dict[str, Any]:
+    from mobieye.tracking.bench import bench_flow
+    from mobieye.webrtc.measure import measure_loopback_latency
+
+    note = _note
 
     result: dict[str, Any] = {
         "machine": machine(),
@@ -233,10 +247,4 @@ async def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         )
         result["pipeline"][mode] = r
 
-    md = _markdown(result)
-    (out / "bench.md").write_text(md)
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    _plot(result, out / "latency_cdf.png")
-    print(md)
-    note(f"saved {out / 'bench.json'}, {out / 'bench.md'}, {out / 'latency_cdf.png'}")
-    return 0
+    return result

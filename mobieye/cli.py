@@ -184,7 +184,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "bench":
         from mobieye.bench import run_bench
 
-        return asyncio.run(run_bench(settings, args))
+        return run_bench(settings, args)
     if args.command == "demo":
         from mobieye.demo import run_demo
 

@@ -106,7 +106,8 @@ class Detections:
     def normalized_xyxy(self, width: int, height: int) -> FloatArray:
         """Boxes as fractions of the frame size, the form they take on the wire."""
         scale = np.array([width, height, width, height], dtype=np.float32)
-        return np.clip(self.xyxy / scale, 0.0, 1.0)
+        out: FloatArray = np.clip(self.xyxy / scale, 0.0, 1.0)
+        return out
 
 
 def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 64
 DEFAULT_MAX_WAIT_MS = 100.0
+# Growth limit for frames that do not fit although nothing is missing (large keyframes).
+DEFAULT_MAX_CAPACITY = 1024
 # Re-ask for a keyframe at this interval while frames are still damaged (a PLI can be lost).
 PLI_RETRY_S = 0.5
 
@@ -52,7 +54,7 @@ class LowLatencyJitterBuffer(JitterBuffer):
         *,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         clock: Callable[[], float] = time.monotonic,
-        max_capacity: int = 1024,
+        max_capacity: int = DEFAULT_MAX_CAPACITY,
         damaged_history: int = 1024,
     ) -> None:
         super().__init__(capacity=capacity, is_video=True)
@@ -239,7 +241,9 @@ class LowLatencyJitterBuffer(JitterBuffer):
 
 
 def install_low_latency_jitter_buffer(
-    capacity: int = DEFAULT_CAPACITY, max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    capacity: int = DEFAULT_CAPACITY,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    max_capacity: int = DEFAULT_MAX_CAPACITY,
 ) -> None:
     """Make RTCRtpReceivers created from now on use LowLatencyJitterBuffer for video.
 
@@ -255,7 +259,9 @@ def install_low_latency_jitter_buffer(
     # Same call signature as JitterBuffer, which RTCRtpReceiver.__init__ looks up as a global.
     def factory(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
         if is_video:
-            return LowLatencyJitterBuffer(video_capacity, max_wait_ms=max_wait_ms)
+            return LowLatencyJitterBuffer(
+                video_capacity, max_wait_ms=max_wait_ms, max_capacity=max_capacity
+            )
         return _STOCK_JITTER_BUFFER(capacity=capacity, prefetch=prefetch, is_video=is_video)
 
     setattr(aiortc.rtcrtpreceiver, "JitterBuffer", factory)  # noqa: B010

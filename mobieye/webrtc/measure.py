@@ -83,7 +83,7 @@ async def _measure(
         await asyncio.wait_for(session.remote_track.recv(), timeout=10.0)
         received += 1
         measure_from = time.monotonic() + warmup
-        while (arrived := time.monotonic()) < measure_from + seconds:
+        while time.monotonic() < measure_from + seconds:
             frame = await asyncio.wait_for(session.remote_track.recv(), timeout=5.0)
             arrived = time.monotonic()
             received += 1

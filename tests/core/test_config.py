@@ -17,7 +17,9 @@ def test_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.detector.imgsz % 32 == 0
 
 
-def test_precedence_flags_over_env_over_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_flags_over_env_over_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("detector:\n  imgsz: 640\n  conf: 0.4\nkeyframe:\n  interval: 12\n")
     monkeypatch.setenv("MOBIEYE_DETECTOR__IMGSZ", "320")
@@ -47,7 +49,7 @@ def test_bad_values_are_named(overrides: dict, needle: str) -> None:
 def test_bad_yaml_file_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("detector: [unclosed\n")
-    with pytest.raises(ConfigError, match="broken.yaml"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml"):
         load_settings(cfg)
-    with pytest.raises(ConfigError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_settings(tmp_path / "missing.yaml")

@@ -26,8 +26,18 @@ GARBLED_SDP = (
         (b'{"type": "offer"}', "sdp"),
         (b'{"sdp": "v=0", "type": "answer"}', "type must be 'offer'"),
         (b'{"sdp": "hello", "type": "offer"}', "v=0"),
-        (b'{"sdp": "' + BROWSERISH_SDP_WITHOUT_VIDEO.encode().replace(b"\r\n", b"\\r\\n") + b'", "type": "offer"}', "no video"),  # noqa: E501
-        (b'{"sdp": "' + GARBLED_SDP.encode().replace(b"\r\n", b"\\r\\n") + b'", "type": "offer"}', "SDP rejected"),  # noqa: E501
+        (
+            b'{"sdp": "'
+            + BROWSERISH_SDP_WITHOUT_VIDEO.encode().replace(b"\r\n", b"\\r\\n")
+            + b'", "type": "offer"}',
+            "no video",
+        ),
+        (
+            b'{"sdp": "'
+            + GARBLED_SDP.encode().replace(b"\r\n", b"\\r\\n")
+            + b'", "type": "offer"}',
+            "SDP rejected",
+        ),
         (b'{"sdp": "v=0' + b"a" * 70_000 + b'", "type": "offer"}', "exceeds"),
         (b'{"sdp": "v=0", "type": "offer", "stream_id": "no spaces please"}', "stream_id"),
     ],

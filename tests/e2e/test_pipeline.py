@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 def make_agent(url: str, clip: Path, outputs: EdgeOutputs, **edge: object) -> EdgeAgent:
     settings = load_settings(None, {"edge": {"worker_url": url, "source": str(clip), **edge}})
-    source = VideoSource(parse_source(str(clip)), fps=settings.edge.fps, loop_file=settings.edge.loop)
+    source = VideoSource(
+        parse_source(str(clip)), fps=settings.edge.fps, loop_file=settings.edge.loop
+    )
     return EdgeAgent(settings, source, outputs)
 
 
