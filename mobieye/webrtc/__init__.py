@@ -4,6 +4,7 @@ before it creates peer connections."""
 
 from .codecs import VideoCodec, get_bitrate_limits, prefer_codec, set_bitrate_limits
 from .ice import (
+    IceServerLike,
     IceServerSpec,
     confine_to_loopback,
     filter_sdp_candidates,
@@ -28,6 +29,7 @@ from .timestamps import (
 
 __all__ = [
     "AbsoluteTimestampMapper",
+    "IceServerLike",
     "IceServerSpec",
     "LowLatencyJitterBuffer",
     "VideoCodec",

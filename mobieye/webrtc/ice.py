@@ -11,6 +11,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
@@ -21,6 +22,17 @@ logger = logging.getLogger(__name__)
 LOOPBACK_ADDRESSES: tuple[str, ...] = ("127.0.0.1",)
 
 _confined = False
+
+
+class IceServerLike(Protocol):
+    """Anything shaped like an ICE server entry (IceServerSpec, a settings model, ...)."""
+
+    @property
+    def urls(self) -> Sequence[str]: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def credential(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ def is_confined_to_loopback() -> bool:
     return aioice.ice.get_host_addresses is _loopback_host_addresses
 
 
-def rtc_configuration(ice_servers: Sequence[IceServerSpec] | None) -> RTCConfiguration:
+def rtc_configuration(ice_servers: Sequence[IceServerLike] | None) -> RTCConfiguration:
     """Build an RTCConfiguration whose iceServers is always an explicit list.
 
     None means "no servers" here, unlike aiortc, where None means "use Google's STUN server".

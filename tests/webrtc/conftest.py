@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-try:
-    import mobieye  # noqa: F401
-except ModuleNotFoundError:  # not installed: run from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import aiortc.codecs.h264
 import aiortc.codecs.vpx
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+import pytest
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
@@ -42,10 +34,16 @@ def loopback_only() -> None:
     confine_to_loopback()
 
 
+# Captured at collection, before any test (here or elsewhere in the session) patched aiortc.
+_STOCK = [(owner, name, owner.__dict__[name]) for owner, name in _PATCHABLE]
+
+
 @pytest.fixture(autouse=True)
-def restore_aiortc() -> Iterator[None]:
-    """The patches under test are process-wide; undo them so tests stay independent."""
+def stock_aiortc() -> Iterator[None]:
+    """Each test starts from stock aiortc, and leaves aiortc as the session had it."""
     saved = [(owner, name, owner.__dict__[name]) for owner, name in _PATCHABLE]
+    for owner, name, value in _STOCK:
+        setattr(owner, name, value)
     yield
     for owner, name, value in saved:
         setattr(owner, name, value)
