@@ -45,3 +45,20 @@ def test_demo_without_a_model_offline_says_what_to_pass(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert "--model" in r.stderr and "MOBIEYE_MODEL" in r.stderr
+
+
+def test_demo_without_a_source_streams_the_packaged_sample_clip(
+    model_path: Path, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "r.json"
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "mobieye.cli", "demo", "--model", str(model_path),
+            "--duration", "3", "--report", str(report_path),
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["source"].endswith("bikes.mp4")
+    assert report["frames_with_result"] > 0

@@ -117,3 +117,18 @@ async def test_worker_keeps_serving_when_one_stream_dies(
     assert health["status"] == "ok"
     assert "mobieye_detector_inference_seconds_count" in metrics
     assert "mobieye_frame_latency_seconds" in metrics
+
+
+@pytest.mark.asyncio
+async def test_h264_stream_matches_results_to_frames(
+    worker_url: str, pedestrian_clip: Path
+) -> None:
+    settings = load_settings(
+        None, {"edge": {"worker_url": worker_url}, "webrtc": {"codec": "h264"}}
+    )
+    source = VideoSource(parse_source(str(pedestrian_clip)))
+    agent = EdgeAgent(settings, source, EdgeOutputs())
+    report = await agent.run(duration_s=3)
+    assert report["frames_with_result"] / report["frames_captured"] >= 0.9
+    assert report["out_of_order_results"] == 0
+    assert report["classes_seen"].get("person", 0) > 0
