@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class WorkerState:
     pool: DetectorPool | None = None
     load_error: str | None = None
     sessions: dict[str, StreamSession] = field(default_factory=dict)
+    recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
     _counter: int = 0
 
     @property
@@ -53,6 +55,7 @@ class WorkerState:
 
     def forget(self, session: StreamSession) -> None:
         self.sessions.pop(session.stream_id, None)
+        self.recent.append(session.summary())
 
     def new_stream_id(self, wanted: str | None) -> str:
         self._counter += 1
@@ -121,6 +124,16 @@ def create_app(
         if not state.ready:
             return JSONResponse({**body, "status": "loading"}, 503)
         return JSONResponse({**body, "status": "ok"})
+
+    @app.get("/streams")
+    async def streams() -> JSONResponse:
+        """Active streams and the last finished ones, with their counters."""
+        return JSONResponse(
+            {
+                "active": [s.summary() for s in state.sessions.values()],
+                "recent": list(state.recent),
+            }
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,6 +70,8 @@ class StreamSession:
         self._closed = False
         self.frames_received = 0
         self.results_sent = 0
+        self.damaged_frames = 0
+        self.decisions: Counter[str] = Counter()  # keyframe policy reasons, for summary()
         self.started_s = time.monotonic()
 
         pc.on("track", self._on_track)
@@ -150,6 +153,7 @@ class StreamSession:
                     jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
                 )
                 self.frames_received += 1
+                self.damaged_frames += damaged
                 frames.inc()
                 before = self._slot.dropped
                 self._slot.put((frame, time.monotonic(), damaged))
@@ -190,6 +194,7 @@ class StreamSession:
             self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
+            self.decisions[outcome.decision.reason] += 1
             if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
                 self.metrics.inference.labels(self.pool.model_name).observe(
                     outcome.result.timings.detect_ms / 1000
@@ -207,6 +212,19 @@ class StreamSession:
         )
         return self.processor.step(decoded)
 
+    def summary(self) -> dict[str, object]:
+        return {
+            "stream_id": self.stream_id,
+            "state": "closed" if self._closed else self.pc.connectionState,
+            "seconds": round(time.monotonic() - self.started_s, 1),
+            "frames_received": self.frames_received,
+            "frames_dropped": self._slot.dropped,
+            "damaged_frames": self.damaged_frames,
+            "results_sent": self.results_sent,
+            "detector_runs": self.processor.detector_runs,
+            "keyframe_decisions": dict(self.decisions),
+        }
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -221,12 +239,5 @@ class StreamSession:
         self.processor.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.forget_stream(self.stream_id)
-        log.info(
-            "%s: closed after %.1f s, %d frames, %d results, %d detections",
-            self.stream_id,
-            time.monotonic() - self.started_s,
-            self.frames_received,
-            self.results_sent,
-            self.processor.detector_runs,
-        )
+        log.info("%s: closed: %s", self.stream_id, self.summary())
         self._on_closed(self)

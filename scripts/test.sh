@@ -11,8 +11,11 @@ export MOBIEYE_CACHE_DIR=${MOBIEYE_CACHE_DIR:-$PWD/.pytest_cache/mobieye}
 export YOLO_CONFIG_DIR=$MOBIEYE_CACHE_DIR/ultralytics MPLCONFIGDIR=$MOBIEYE_CACHE_DIR/matplotlib
 mkdir -p "$YOLO_CONFIG_DIR" "$MPLCONFIGDIR" artifacts
 
-echo "== ruff"; ruff check . && ruff format --check .
-echo "== mypy"; mypy
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy
 echo "== pytest"
 PYTEST=(python -m pytest -ra --junitxml=artifacts/junit.xml "$@")
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then

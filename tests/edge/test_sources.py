@@ -67,7 +67,7 @@ def test_bad_sources_are_named(tmp_path: Path) -> None:
         parse_source(str(tmp_path))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"junk" * 100)
-    with pytest.raises(SourceError, match="junk.mp4"):
+    with pytest.raises(SourceError, match=r"junk\.mp4"):
         VideoSource(parse_source(str(junk)))
-    with pytest.raises(SourceError, match="127.0.0.1:9"):
+    with pytest.raises(SourceError, match=r"127\.0\.0\.1:9"):
         VideoSource(parse_source("http://127.0.0.1:9/video.mjpg"))
