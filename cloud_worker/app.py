@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -83,17 +83,20 @@ def check_sdp(sdp: str) -> str | None:
 
 
 def create_app(
-    settings: Settings, detector: Detector, worker_id: str, on_load_failure: object = None
+    settings: Settings,
+    detector: Detector,
+    worker_id: str,
+    on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     state = WorkerState(settings, detector, worker_id)
 
     async def load() -> None:
         try:
-            await asyncio.to_thread(detector.load)  # type: ignore[attr-defined]
+            await asyncio.to_thread(detector.load)
         except ModelError as exc:
             state.load_error = str(exc)
             log.error("%s", exc)
-            if callable(on_load_failure):
+            if on_load_failure is not None:
                 on_load_failure(exc)
             return
         state.pool = DetectorPool(detector, max_pending=settings.worker.max_streams)

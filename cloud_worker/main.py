@@ -40,21 +40,17 @@ async def serve_worker(settings: Settings) -> int:
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)
-    config = uvicorn.Config(
-        "cloud_worker.app:create_app",  # placeholder, replaced below
-        host=settings.worker.host,
-        port=settings.worker.port,
-        log_level="warning",
-        lifespan="on",
-    )
     failed: list[BaseException] = []
-    server = uvicorn.Server(config)
 
     def on_load_failure(exc: BaseException) -> None:
         failed.append(exc)
         server.should_exit = True
 
-    config.app = create_app(settings, detector, worker_id_for(settings), on_load_failure)
+    app = create_app(settings, detector, worker_id_for(settings), on_load_failure)
+    config = uvicorn.Config(
+        app, host=settings.worker.host, port=settings.worker.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
     log.info(
         "worker %s listening on http://%s:%d (loading %s)",
         worker_id_for(settings),

@@ -31,6 +31,8 @@ class Detector(Protocol):
     name: str
     names: dict[int, str]
 
+    def load(self) -> None: ...
+
     def detect(self, images: list[Image]) -> list[Detections]: ...
 
 
