@@ -27,6 +27,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_imgsz(v: int) -> int:
+    if v % 32:
+        raise ValueError(f"must be a multiple of 32, got {v}")
+    return v
+
+
 class DetectorConfig(_Section):
     model: str | None = Field(
         default=None,
@@ -40,12 +46,43 @@ class DetectorConfig(_Section):
     threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference.")
     classes: list[int] | None = Field(default=None, description="Keep only these class ids.")
 
-    @field_validator("imgsz")
-    @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(f"must be a multiple of 32, got {v}")
-        return v
+    _imgsz = field_validator("imgsz")(classmethod(lambda cls, v: _check_imgsz(v)))
+
+
+class LadderModel(_Section):
+    """One rung of the model ladder: a detector, its input size and its declared accuracy."""
+
+    path: str
+    imgsz: int = Field(default=416, ge=32, le=1920)
+    accuracy: float = Field(ge=0, le=100, description="Declared accuracy, e.g. COCO mAP.")
+    name: str | None = Field(default=None, description="Default: <file stem>@<imgsz>.")
+
+    _imgsz = field_validator("imgsz")(classmethod(lambda cls, v: _check_imgsz(v)))
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{Path(self.path).stem}@{self.imgsz}"
+
+
+class ControllerConfig(_Section):
+    enabled: bool = Field(default=True, description="Adapt the stream to hold the SLA.")
+    sla_ms: float = Field(
+        default=100.0, gt=0, le=60_000, description="Target p95 capture-to-result latency."
+    )
+    period_s: float = Field(default=1.0, gt=0, le=60, description="Decide this often.")
+    min_dwell_s: float = Field(
+        default=3.0, ge=0, description="Hold a setting at least this long (no flapping)."
+    )
+    confirm: int = Field(
+        default=2, ge=1, le=100, description="Consecutive decisions before a model switch."
+    )
+    accuracy_target: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Mean IoU of tracked boxes against fresh detections the keyframe "
+        "interval is tuned toward.",
+    )
 
 
 class KeyframeConfig(_Section):
@@ -138,6 +175,11 @@ class Settings(BaseSettings):
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    ladder: list[LadderModel] = Field(
+        default_factory=list,
+        description="Detectors the controller may choose from (empty: detector.model only).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
