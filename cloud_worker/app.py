@@ -30,6 +30,8 @@ from mobieye.webrtc import filter_sdp_candidates, rtc_configuration
 
 log = logging.getLogger(__name__)
 
+STATS_PERIOD_S = 1.0
+
 
 class OfferRequest(BaseModel):
     sdp: str = Field(min_length=1)
@@ -40,7 +42,7 @@ class OfferRequest(BaseModel):
 @dataclass
 class WorkerState:
     settings: Settings
-    detector: Detector
+    detectors: dict[str, tuple[Detector, float]]  # label -> (detector, declared accuracy)
     worker_id: str
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     pool: DetectorPool | None = None
@@ -84,28 +86,39 @@ def check_sdp(sdp: str) -> str | None:
 
 def create_app(
     settings: Settings,
-    detector: Detector,
+    detectors: dict[str, tuple[Detector, float]],
     worker_id: str,
     on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    state = WorkerState(settings, detector, worker_id)
+    state = WorkerState(settings, detectors, worker_id)
 
     async def load() -> None:
         try:
-            await asyncio.to_thread(detector.load)
+            for detector, _ in detectors.values():
+                await asyncio.to_thread(detector.load)
         except ModelError as exc:
             state.load_error = str(exc)
             log.error("%s", exc)
             if on_load_failure is not None:
                 on_load_failure(exc)
             return
-        state.pool = DetectorPool(detector, max_pending=settings.worker.max_streams)
-        log.info("worker %s ready: model %s", worker_id, detector.name)
+        pool = DetectorPool(detectors, max_pending=settings.worker.max_streams)
+        await asyncio.to_thread(pool.profile)
+        state.pool = pool
+        log.info("worker %s ready: models %s", worker_id, ", ".join(detectors))
+
+    async def publish_stats() -> None:
+        while True:
+            await asyncio.sleep(STATS_PERIOD_S)
+            for session in list(state.sessions.values()):
+                session.send_stats(len(state.sessions))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(load())
+        stats = asyncio.create_task(publish_stats())
         yield
+        stats.cancel()
         loader.cancel()
         await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
         if state.pool is not None:
@@ -118,7 +131,7 @@ def create_app(
     async def healthz() -> JSONResponse:
         body = {
             "worker_id": worker_id,
-            "model": detector.name,
+            "models": list(detectors),
             "streams": len(state.sessions),
             "max_streams": settings.worker.max_streams,
         }
@@ -189,7 +202,6 @@ def create_app(
             pc,
             settings,
             state.pool,
-            detector.names,
             state.metrics,
             worker_id,
             on_closed=state.forget,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 
 import cv2
 import uvicorn
 
 from cloud_worker.app import create_app
 from mobieye.config import Settings
-from mobieye.detector import UltralyticsDetector
+from mobieye.detector import Detector, UltralyticsDetector
 from mobieye.webrtc import (
     confine_to_loopback,
     install_low_latency_jitter_buffer,
@@ -30,13 +31,26 @@ def prepare_receiver_webrtc(settings: Settings) -> None:
         install_low_latency_jitter_buffer(capacity=settings.webrtc.jitter_capacity)
 
 
+def build_detectors(settings: Settings) -> dict[str, tuple[Detector, float]]:
+    """The worker's models: the ladder when one is configured, else detector.model alone."""
+    if not settings.ladder:
+        detector = UltralyticsDetector(settings.detector)
+        label = f"{Path(detector.ref.spec).stem}@{settings.detector.imgsz}"
+        return {label: (detector, 0.0)}
+    out: dict[str, tuple[Detector, float]] = {}
+    for rung in settings.ladder:
+        cfg = settings.detector.model_copy(update={"model": rung.path, "imgsz": rung.imgsz})
+        out[rung.label] = (UltralyticsDetector(cfg), rung.accuracy)
+    return out
+
+
 def worker_id_for(settings: Settings) -> str:
     return settings.worker.id or f"{socket.gethostname()}-{settings.worker.port}"
 
 
 async def serve_worker(settings: Settings) -> int:
     """Serve until stopped; returns the process exit code (1 when the model fails to load)."""
-    detector = UltralyticsDetector(settings.detector)  # raises ModelError before serving
+    detectors = build_detectors(settings)  # raises ModelError before serving
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)
@@ -46,7 +60,7 @@ async def serve_worker(settings: Settings) -> int:
         failed.append(exc)
         server.should_exit = True
 
-    app = create_app(settings, detector, worker_id_for(settings), on_load_failure)
+    app = create_app(settings, detectors, worker_id_for(settings), on_load_failure)
     config = uvicorn.Config(
         app, host=settings.worker.host, port=settings.worker.port, log_level="warning"
     )
@@ -56,7 +70,7 @@ async def serve_worker(settings: Settings) -> int:
         worker_id_for(settings),
         settings.worker.host,
         settings.worker.port,
-        detector.ref.spec,
+        ", ".join(detectors),
     )
     await server.serve()
     return 1 if failed else 0

@@ -4,6 +4,8 @@
 that touches the stream's tracking state, so it needs no locks. A detection runs in the detector
 pool while tracking goes on; when it comes back it is fast-forwarded through the frames that
 arrived since (Glimpse/MobiEye) and then associated with the existing tracks, keeping their ids.
+At that moment the tracked boxes are compared with the fresh detection: their agreement tunes
+the keyframe interval toward the accuracy target.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud_worker.detector_pool import DetectorPool, DetectOutput, PoolBusy
+from mobieye.accuracy import F1Score, match_counts
 from mobieye.config import KeyframeConfig
+from mobieye.detections import Detections
 from mobieye.keyframe_policy import (
     THUMB_SIZE,
     Decision,
@@ -27,6 +31,7 @@ from mobieye.keyframe_policy import (
     KeyframeHistory,
     decide,
     thumbnail_change,
+    tune_interval,
 )
 from mobieye.messages import Box, Result, Timings
 from mobieye.tracking import (
@@ -75,24 +80,41 @@ class StreamProcessor:
         stream_id: str,
         keyframe: KeyframeConfig,
         pool: DetectorPool,
-        names: dict[int, str],
+        accuracy_target: float = 0.8,
     ) -> None:
         self.stream_id = stream_id
         self.keyframe = keyframe
         self.pool = pool
-        self.names = names
+        self.model = pool.default
+        self.accuracy_target = accuracy_target
         self.tracker = FlowTracker()
         self.assigner = TrackAssigner()
         self.history = KeyframeHistory()
         self._key_thumb: Gray | None = None
         self._pending: _Pending | None = None
+        self._shape: tuple[int, ...] | None = None
         self._last_detect_seq: int | None = None
         self._last_detect_ms = 0.0
+        self._names = pool.names(self.model)
         self.detector_runs = 0
+        self.agreement = F1Score()  # tracked vs fresh boxes at keyframes, over the stream
 
+    # -- control (called between steps, from the same thread) -----------------------------
+    def configure(self, model: str | None = None, keyframe: KeyframeConfig | None = None) -> None:
+        if model is not None:
+            if model not in self.pool.detectors:
+                raise KeyError(f"unknown model {model!r}")
+            self.model = model
+        if keyframe is not None:
+            self.keyframe = keyframe
+
+    # -- per frame -------------------------------------------------------------------------
     def step(self, frame: DecodedFrame) -> StepOutcome:
         started = time.perf_counter()
         gray = frame.gray
+        if self._shape is not None and gray.shape != self._shape:
+            self._resize(self._shape, gray.shape)
+        self._shape = gray.shape
         thumb: Gray = np.asarray(
             cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA), np.uint8
         )
@@ -109,8 +131,7 @@ class StreamProcessor:
             self._pending.grays.append(gray)
             if self._pending.future.done():
                 events = self._harvest(self._pending)
-                if events is not None:
-                    source = "detect"
+                source = "detect" if events is not None else source
                 self._pending = None
             elif len(self._pending.grays) > MAX_FAST_FORWARD_FRAMES:
                 log.warning("%s: detection of frame %d is stale", self.stream_id, self._pending.seq)
@@ -127,7 +148,7 @@ class StreamProcessor:
         decision = decide(self.keyframe, self.history, facts)
         if decision.detect:
             try:
-                future = self.pool.submit(frame.bgr())
+                future = self.pool.submit(frame.bgr(), self.model)
             except PoolBusy:
                 decision = Decision(False, "pool_busy")
             else:
@@ -135,10 +156,28 @@ class StreamProcessor:
                 self.history = self.history.after_detect(facts)
                 self._key_thumb = thumb
                 self.detector_runs += 1
+                if self.keyframe.wait_for_detection:
+                    # Conventional pipelines: this frame's result is its own detection.
+                    future.result()
+                    events = self._harvest(self._pending)
+                    source = "detect" if events is not None else source
+                    self._pending = None
 
         track_ms = (time.perf_counter() - started) * 1000
         result = self._result(frame, source, track_ms)
         return StepOutcome(result, decision, events, track_ms)
+
+    def _resize(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        """The edge changed resolution: rescale the tracks, drop what can't be carried over."""
+        sx, sy = new[1] / old[1], new[0] / old[0]
+        tracks = self.assigner.tracks
+        tracks.xyxy = tracks.xyxy * np.array([sx, sy, sx, sy], dtype=np.float32)
+        self.assigner.set_tracked(tracks)
+        self.tracker = FlowTracker()
+        self._key_thumb = None
+        if self._pending is not None:
+            self._pending.future.cancel()
+            self._pending = None
 
     def _harvest(self, pending: _Pending) -> AssignmentEvents | None:
         try:
@@ -150,11 +189,27 @@ class StreamProcessor:
         if len(pending.grays) > 1 and len(dets) and self.keyframe.track_between:
             dets = propagate(pending.grays, dets)
         h, w = pending.grays[-1].shape[:2]
-        self.assigner.update(dets.clip(w, h))
-        # The flow tracker's reference stays this frame; the ids now belong to fresh boxes.
+        dets = dets.clip(w, h)
+        self._tune(self.assigner.tracks, dets)
+        self.assigner.update(dets)
         self._last_detect_seq = pending.seq
         self._last_detect_ms = out.inference_ms
+        self._names = self.pool.names(out.model)
         return self.assigner.events
+
+    def _tune(self, tracked: Detections, fresh: Detections) -> None:
+        if not self.keyframe.track_between or self.detector_runs < 2:
+            return
+        counts = match_counts(tracked.xyxy, tracked.class_id, fresh.xyxy, fresh.class_id)
+        self.agreement.add(counts)
+        if self.keyframe.adaptive and len(tracked) + len(fresh):
+            tp, fp, fn = counts
+            f1 = 2 * tp / (2 * tp + fp + fn)
+            interval = tune_interval(
+                self.keyframe, self.keyframe.interval, f1, self.accuracy_target
+            )
+            if interval != self.keyframe.interval:
+                self.keyframe = self.keyframe.model_copy(update={"interval": interval})
 
     def _result(self, frame: DecodedFrame, source: str, track_ms: float) -> Result:
         h, w = frame.gray.shape[:2]
@@ -169,7 +224,7 @@ class StreamProcessor:
                     round(float(b[3]), 4),
                 ),
                 cls=int(c),
-                label=self.names.get(int(c), str(int(c))),
+                label=self._names.get(int(c), str(int(c))),
                 score=round(float(s), 3),
                 track_id=int(t),
             )
@@ -182,7 +237,7 @@ class StreamProcessor:
             pts=frame.pts,
             source=source,  # type: ignore[arg-type]
             detect_seq=self._last_detect_seq,
-            model=self.pool.model_name,
+            model=self.model,
             width=w,
             height=h,
             boxes=boxes,
@@ -191,6 +246,7 @@ class StreamProcessor:
                 detect_ms=round(self._last_detect_ms if source == "detect" else 0.0, 2),
             ),
             detector_runs=self.detector_runs,
+            keyframe_interval=self.keyframe.interval,
         )
 
     def close(self) -> None:

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +27,17 @@ from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
 from mobieye.config import Settings
 from mobieye.errors import MessageError
-from mobieye.messages import ErrorMessage, Hello, LatencyReport, Welcome, encode, parse_message
+from mobieye.messages import (
+    Control,
+    ErrorMessage,
+    Hello,
+    LatencyReport,
+    ModelInfo,
+    Welcome,
+    WorkerStats,
+    encode,
+    parse_message,
+)
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import jitter_buffer_of
 
@@ -49,7 +60,6 @@ class StreamSession:
         pc: RTCPeerConnection,
         settings: Settings,
         pool: DetectorPool,
-        names: dict[int, str],
         metrics: WorkerMetrics,
         worker_id: str,
         on_closed: Callable[[StreamSession], None],
@@ -62,7 +72,10 @@ class StreamSession:
         self.worker_id = worker_id
         self.frame_ticks = 3000
         self.channel: RTCDataChannel | None = None
-        self.processor = StreamProcessor(stream_id, settings.keyframe, pool, names)
+        self.processor = StreamProcessor(
+            stream_id, settings.keyframe, pool, settings.controller.accuracy_target
+        )
+        self._queue_ms: list[float] = []  # since the last stats message
         self._slot: LatestSlot[tuple[VideoFrame, float, bool]] = LatestSlot(1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s-{stream_id}")
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,13 +91,17 @@ class StreamSession:
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_state)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.ensure_future(coro))
+
     # -- WebRTC events -------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "video":
             log.info("%s: ignoring %s track", self.stream_id, track.kind)
             return
-        self._tasks.append(asyncio.ensure_future(self._receive(track)))
-        self._tasks.append(asyncio.ensure_future(self._process()))
+        self._spawn(self._receive(track))
+        self._spawn(self._process())
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         self.channel = channel
@@ -94,14 +111,50 @@ class StreamSession:
         else:
             channel.on("open", self._welcome)
 
-    def _welcome(self) -> None:
-        self._send(
-            encode(
-                Welcome(
-                    worker_id=self.worker_id, model=self.pool.model_name, stream_id=self.stream_id
-                )
+    def _models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                label=s.label,
+                accuracy=s.accuracy,
+                mean_ms=round(s.mean_ms, 2),
+                std_ms=round(s.std_ms, 2),
             )
+            for s in self.pool.stats.values()
+        ]
+
+    def _welcome(self) -> None:
+        welcome = Welcome(
+            worker_id=self.worker_id,
+            model=self.processor.model,
+            stream_id=self.stream_id,
+            models=self._models(),
         )
+        self._send(encode(welcome))
+
+    def send_stats(self, streams: int) -> None:
+        """Called about once a second by the worker: inputs of the edge's controller."""
+        queue_ms = sum(self._queue_ms) / len(self._queue_ms) if self._queue_ms else 0.0
+        self._queue_ms = []
+        stats = WorkerStats(models=self._models(), queue_ms=round(queue_ms, 2), streams=streams)
+        self._send(encode(stats))
+
+    async def _control(self, msg: Control) -> None:
+        keyframe = None
+        if msg.keyframe_interval is not None:
+            kf = self.processor.keyframe
+            interval = min(max(msg.keyframe_interval, kf.min_interval), kf.max_interval)
+            keyframe = kf.model_copy(update={"interval": interval})
+        try:
+            # On the stream's own thread, between two steps: no lock needed.
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.processor.configure, msg.model, keyframe
+            )
+        except KeyError as exc:
+            self.metrics.bad_messages.labels(self.stream_id).inc()
+            self._send(encode(ErrorMessage(message=f"control refused: {exc}")))
+            return
+        log.info("%s: control: model %s, interval %s (%s)", self.stream_id,
+                 msg.model, msg.keyframe_interval, msg.reason)  # fmt: skip
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -127,6 +180,8 @@ class StreamSession:
                 msg.fps,
                 msg.source or "?",
             )
+        elif isinstance(msg, Control):
+            self._spawn(self._control(msg))
         elif isinstance(msg, LatencyReport):
             hist = self.metrics.frame_latency.labels(self.stream_id)
             for ms in msg.samples_ms:
@@ -172,6 +227,7 @@ class StreamSession:
             except SlotClosed:
                 return
             queued_ms = (time.monotonic() - received_s) * 1000
+            self._queue_ms.append(queued_ms)
             try:
                 outcome = await loop.run_in_executor(
                     self._executor, self._step, frame, received_s, damaged
@@ -196,7 +252,7 @@ class StreamSession:
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
             self.decisions[outcome.decision.reason] += 1
             if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
-                self.metrics.inference.labels(self.pool.model_name).observe(
+                self.metrics.inference.labels(outcome.result.model).observe(
                     outcome.result.timings.detect_ms / 1000
                 )
 

@@ -77,7 +77,7 @@ class ControllerConfig(_Section):
         default=2, ge=1, le=100, description="Consecutive decisions before a model switch."
     )
     accuracy_target: float = Field(
-        default=0.75,
+        default=0.8,
         gt=0,
         le=1,
         description="Mean IoU of tracked boxes against fresh detections the keyframe "
@@ -95,6 +95,19 @@ class KeyframeConfig(_Section):
     min_track_quality: float = Field(
         default=0.5, ge=0, le=1, description="Detect when tracking quality drops below."
     )
+    max_interval: int = Field(
+        default=16, ge=1, le=1000, description="Upper bound when the interval is tuned online."
+    )
+    adaptive: bool = Field(
+        default=True,
+        description="Tune the interval online: shorten it when tracked boxes disagree with "
+        "fresh detections (controller.accuracy_target), lengthen it when they agree.",
+    )
+    wait_for_detection: bool = Field(
+        default=False,
+        description="Hold a keyframe's result until its detection is done (conventional and "
+        "DeepStream-style pipelines) instead of tracking on while it runs.",
+    )
     track_between: bool = Field(
         default=True,
         description="Move boxes by optical flow between keyframes (off: a frame shows the "
@@ -105,6 +118,8 @@ class KeyframeConfig(_Section):
     def _consistent(self) -> KeyframeConfig:
         if self.min_interval > self.interval:
             raise ValueError("min_interval must not exceed interval")
+        if self.interval > self.max_interval:
+            raise ValueError("interval must not exceed max_interval")
         return self
 
 

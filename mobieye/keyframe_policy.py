@@ -64,6 +64,20 @@ def decide(cfg: KeyframeConfig, history: KeyframeHistory, facts: FrameFacts) -> 
     return Decision(False, "track")
 
 
+def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: float) -> int:
+    """Online keyframe-interval tuning toward an accuracy target.
+
+    ``agreement`` is the F1 (IoU 0.5) of the tracked boxes against the fresh detection at a
+    keyframe: how much the tracker had drifted by the end of the interval. Below the target the
+    interval shrinks multiplicatively (drift grows fast); well above it, it grows by one frame.
+    """
+    if agreement < target:
+        return max(cfg.min_interval, int(interval * 0.7))
+    if agreement > min(1.0, target + 0.1):
+        return min(cfg.max_interval, interval + 1)
+    return interval
+
+
 def thumbnail_change(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
     """Mean absolute difference of two equal-size grey thumbnails, as a fraction of 255."""
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) / 255.0

@@ -73,6 +73,14 @@ class Result(_Msg):
     boxes: list[Box]
     timings: Timings
     detector_runs: int = 0  # detections run on this stream so far
+    keyframe_interval: int | None = None  # the stream's current (tuned) interval
+
+
+class ModelInfo(_Msg):
+    label: str
+    accuracy: float
+    mean_ms: float  # measured inference time on this worker
+    std_ms: float
 
 
 class Welcome(_Msg):
@@ -82,6 +90,25 @@ class Welcome(_Msg):
     worker_id: str
     model: str
     stream_id: str
+    models: list[ModelInfo] = Field(default_factory=list)
+
+
+class WorkerStats(_Msg):
+    """Worker -> edge, about once a second: what the controller needs from the worker."""
+
+    type: Literal["stats"] = "stats"
+    models: list[ModelInfo]
+    queue_ms: float  # mean decoded-to-processed wait of this stream's frames
+    streams: int
+
+
+class Control(_Msg):
+    """Edge -> worker: the controller's choices for this stream (absent: unchanged)."""
+
+    type: Literal["control"] = "control"
+    model: str | None = Field(default=None, max_length=256)
+    keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
+    reason: str = Field(default="", max_length=500)
 
 
 class ErrorMessage(_Msg):
@@ -92,7 +119,8 @@ class ErrorMessage(_Msg):
 
 
 Message = Annotated[
-    Hello | LatencyReport | Result | Welcome | ErrorMessage, Field(discriminator="type")
+    Hello | LatencyReport | Result | Welcome | WorkerStats | Control | ErrorMessage,
+    Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 

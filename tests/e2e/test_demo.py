@@ -33,7 +33,7 @@ def test_demo_runs_a_clip_for_a_duration_and_writes_the_report(
     for key in ("p50", "p95", "p99"):
         assert report["latency_ms"][key] is not None
     assert report["uplink_kbps"] and report["uplink_kbps"] > 0
-    assert report["model"] == model_path.name
+    assert report["model"] == f"{model_path.stem}@416"
     assert "fps" in r.stderr and "latency p50" in r.stderr  # the live status line
 
 

@@ -23,11 +23,10 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from cloud_worker.app import create_app
-from cloud_worker.main import prepare_receiver_webrtc
+from cloud_worker.main import build_detectors, prepare_receiver_webrtc
 from edge_agent.agent import EdgeAgent, EdgeOutputs
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import load_settings
-from mobieye.detector import UltralyticsDetector
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ async def in_process_worker(model_path: Path) -> AsyncIterator[tuple[str, Any]]:
         port = s.getsockname()[1]
     settings = load_settings(None, {"detector": {"model": str(model_path)}})
     prepare_receiver_webrtc(settings)
-    app = create_app(settings, UltralyticsDetector(settings.detector), "w-loss")
+    app = create_app(settings, build_detectors(settings), "w-loss")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     url = f"http://127.0.0.1:{port}"
