@@ -18,7 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from edge_agent.ledger import FrameLedger
+from edge_agent.control import EdgeController
+from edge_agent.display import ResultRecord, display_timeline
+from edge_agent.ledger import FrameLedger, SentFrame
 from edge_agent.report import RunStats, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
 from edge_agent.track import CaptureTrack
@@ -32,6 +34,7 @@ from mobieye.messages import (
     LatencyReport,
     Result,
     Welcome,
+    WorkerStats,
     encode,
     parse_message,
 )
@@ -57,6 +60,7 @@ class EdgeOutputs:
     report: Path | None = None
     record: Path | None = None
     status: bool = False  # print a live one-line status to stderr
+    keep_timeline: bool = False  # keep every frame's and result's timing (for the bench)
 
 
 def prepare_sender_webrtc(settings: Settings) -> None:
@@ -107,6 +111,19 @@ class EdgeAgent:
         )
         self._failed = asyncio.Event()
         self.on_result: Callable[[Result], None] | None = None
+        self.controller = (
+            EdgeController(settings.controller, settings.webrtc, source, self._send)
+            if settings.controller.enabled
+            else None
+        )
+        # Every frame and result with its timing, for display/accuracy analysis (bench).
+        self.keep_timeline = outputs.keep_timeline
+        self.sent_frames: list[SentFrame] = []
+        self.results: list[ResultRecord] = []
+
+    def _send(self, text: str) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(text)
 
     # -- data channel --------------------------------------------------------------------------
     def _on_open(self) -> None:
@@ -130,8 +147,13 @@ class EdgeAgent:
             return
         if isinstance(msg, Result):
             self._on_result(msg, now)
+        elif isinstance(msg, WorkerStats):
+            if self.controller is not None:
+                self.controller.on_worker_stats(msg)
         elif isinstance(msg, Welcome):
             self.stats.worker_id = msg.worker_id
+            if self.controller is not None:
+                self.controller.on_models(msg.models)
             log.info("worker %s serves stream %s with %s", msg.worker_id, msg.stream_id, msg.model)
         elif isinstance(msg, ErrorMessage):
             log.warning("worker refused a message: %s", msg.message)
@@ -144,6 +166,17 @@ class EdgeAgent:
         self.stats.add(match, result, now)
         if not match.in_order:
             return
+        if self.controller is not None:
+            self.controller.on_result(match.latency_ms)
+        if self.keep_timeline:
+            self.results.append(
+                ResultRecord(
+                    seq=match.frame.seq,
+                    arrival_s=now,
+                    xyxy=np.array([b.xyxy for b in result.boxes], np.float32).reshape(-1, 4),
+                    class_id=np.array([b.cls for b in result.boxes], np.int64),
+                )
+            )
         self._pending_latency.append(round(match.latency_ms, 2))
         if self._trace is not None:
             self._trace.put(
@@ -167,8 +200,12 @@ class EdgeAgent:
             self.on_result(result)
 
     def _on_sent(self, frame: CapturedFrame) -> None:
-        self.ledger.sent(frame.seq, frame.capture_s)
+        sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
         self.stats.frames_sent += 1
+        if self.controller is not None:
+            self.controller.on_sent()
+        if self.keep_timeline:
+            self.sent_frames.append(sent)
         if self._recorder is not None:
             self._images[frame.seq] = frame.image
             while len(self._images) > RECORD_KEEP_FRAMES:
@@ -213,7 +250,7 @@ class EdgeAgent:
             self.stats.started_s = time.monotonic()
             self.source.start(loop, slot)
             try:
-                await self._stream(slot, duration_s)
+                await self._stream(slot, duration_s, pc)
             except asyncio.CancelledError:
                 # Ctrl-C: keep what was measured; the report below is still written.
                 self.stats.errors.append("interrupted")
@@ -229,17 +266,27 @@ class EdgeAgent:
                     await asyncio.to_thread(writer.close)
         report = self.stats.summary(uplink_bytes)
         report["reopens"] = self.source.reopens
+        report.update(self._deadline_summary())
+        if self.controller is not None:
+            last = self.controller.decisions[-1] if self.controller.decisions else None
+            report["controller"] = {"changes": self.controller.changes, "last": last}
         if self.outputs.report:
             await asyncio.to_thread(write_report, self.outputs.report, report)
         return report
 
-    async def _stream(self, slot: LatestSlot[CapturedFrame], duration_s: float | None) -> None:
+    async def _stream(
+        self, slot: LatestSlot[CapturedFrame], duration_s: float | None, pc: RTCPeerConnection
+    ) -> None:
         deadline = time.monotonic() + duration_s if duration_s else None
         tty = self.outputs.status and sys.stderr.isatty()
         last_status = 0.0
+        last_control = time.monotonic()
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
+            if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
+                last_control = now
+                await self.controller.tick(now, pc)
             self.stats.frames_captured = self.source.captured
             if now - last_status >= LATENCY_REPORT_S:
                 last_status = now
@@ -259,6 +306,24 @@ class EdgeAgent:
         self._flush_latency()
         if tty:
             print(file=sys.stderr)
+
+    def _deadline_summary(self) -> dict[str, Any]:
+        """Frames that missed the SLA, and those that showed fallback boxes instead."""
+        sla = self.settings.controller.sla_ms
+        in_time = sum(1 for v in self.stats.latencies_ms if v <= sla)
+        captured = max(1, self.stats.frames_captured)
+        out: dict[str, Any] = {
+            "sla_ms": sla,
+            "sla_miss_ratio": round(1 - in_time / captured, 4),
+        }
+        if self.keep_timeline:
+            shown = display_timeline(
+                [(f.seq, f.capture_s) for f in self.sent_frames], self.results, sla
+            )
+            out["fallback_frames"] = sum(1 for d in shown if d.shown == "fallback")
+        else:
+            out["fallback_frames"] = max(0, self.stats.frames_sent - in_time)
+        return out
 
     def _flush_latency(self) -> None:
         if self._pending_latency and self.channel and self.channel.readyState == "open":

@@ -17,6 +17,7 @@ class SentFrame:
     seq: int
     pts: int
     capture_s: float
+    index: int = 0  # the source's frame number
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class FrameLedger:
     def pts_for(self, seq: int) -> int:
         return seq * self.frame_ticks
 
-    def sent(self, seq: int, capture_s: float) -> SentFrame:
-        frame = SentFrame(seq, self.pts_for(seq), capture_s)
+    def sent(self, seq: int, capture_s: float, index: int = 0) -> SentFrame:
+        frame = SentFrame(seq, self.pts_for(seq), capture_s, index)
         self._frames[frame.pts] = frame
         while len(self._frames) > self.max_frames:
             self._frames.popitem(last=False)

@@ -33,6 +33,7 @@ class CapturedFrame:
     seq: int
     capture_s: float  # time.monotonic() when the frame was captured (released, for files)
     image: npt.NDArray[np.uint8]  # BGR
+    index: int = 0  # the source's own frame number (a file's frame, looping from 0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class VideoSource:
         self.spec = spec
         native_fps, self.width, self.height = probe_source(spec)
         self.fps = fps or native_fps
+        # The controller may send fewer frames than the source delivers: frames are then
+        # skipped at capture (a file keeps playing in real time, it doesn't slow down).
+        self.target_fps = self.fps
         self.loop_file = loop_file
         self.max_width = max_width
         self.reconnect_s = reconnect_s
@@ -130,6 +134,8 @@ class VideoSource:
         period = 1.0 / self.fps
         cap = _open(self.spec)
         next_t = time.monotonic()
+        index = -1
+        next_emit = 0.0
         wait = self.reconnect_s
         while not self._stop.is_set():
             ok, image = cap.read()
@@ -144,21 +150,30 @@ class VideoSource:
                         return
                     wait = min(wait * 2, MAX_REOPEN_WAIT_S)
                 try:
+                    index = -1
                     cap = _open(self.spec)
                     self.reopens += self.spec.kind != "file"
                 except SourceError as exc:
                     log.warning("%s", exc)
                 continue
             wait = self.reconnect_s
-            if self.max_width and image.shape[1] > self.max_width:
-                image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            index += 1
             if self.spec.kind == "file":
                 # Files are paced to real time; live sources deliver at their own rate.
                 delay = next_t - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
                 next_t = max(next_t + period, time.monotonic() - period)
-            frame = CapturedFrame(self.captured, time.monotonic(), np.asarray(image, np.uint8))
+            now = time.monotonic()
+            interval = 1.0 / self.target_fps
+            if now < next_emit - 0.3 * interval:
+                continue  # decimated to target_fps (with slack for timing noise)
+            next_emit = max(next_emit + interval, now - 0.5 * interval)
+            width = self.max_width
+            if width and image.shape[1] > width:
+                height = int(round(image.shape[0] * width / image.shape[1] / 2) * 2)
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            frame = CapturedFrame(self.captured, now, np.asarray(image, np.uint8), index)
             self.captured += 1
             loop.call_soon_threadsafe(slot.put, frame)
         cap.release()

@@ -1,0 +1,134 @@
+"""The adaptive controller: hold the latency target (SLA) at the best accuracy it allows.
+
+A pure function of measured inputs, called about once a second by the edge agent:
+
+* **Model** (MDInference): the budget is the SLA minus the network round trip and the worker's
+  queueing; pick the most accurate model whose inference time (mean + one standard deviation)
+  fits the budget, else the fastest. A switch needs ``confirm`` consecutive agreeing decisions.
+* **Stream level** (frame rate, resolution, bitrate cap): step to a cheaper level when the
+  measured p95 latency breaks the SLA or results go missing; step back up when there is ample
+  headroom. A level is held at least ``min_dwell_s`` (twice that before stepping up) so the
+  stream does not flap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mobieye.config import ControllerConfig
+from mobieye.messages import ModelInfo
+
+HEADROOM = 0.5  # step up only when p95 is under half the SLA
+MIN_RESULT_RATIO = 0.9  # fewer results than this in a period counts as overload
+
+
+@dataclass(frozen=True)
+class Level:
+    fps: float
+    max_width: int
+    bitrate_kbps: int
+
+
+# Best first. Detection needs little bitrate (AccMPEG, AWStream): level 0 is already frugal.
+DEFAULT_LEVELS: tuple[Level, ...] = (
+    Level(30, 640, 350),
+    Level(30, 480, 250),
+    Level(20, 480, 200),
+    Level(15, 416, 150),
+    Level(10, 320, 100),
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    now_s: float
+    latency_p95_ms: float | None  # capture to result, over the last period
+    result_ratio: float  # frames with a result / frames sent, over the last period
+    rtt_ms: float | None = None
+    queue_ms: float = 0.0  # the worker's decoded-to-processed wait
+    uplink_kbps: float | None = None
+    models: tuple[ModelInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    level: int = 0
+    model: str | None = None
+    candidate: str | None = None
+    candidate_count: int = 0
+    last_level_change_s: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Decision:
+    level_index: int
+    level: Level
+    model: str | None
+    budget_ms: float
+    reason: str
+    changed: bool
+    inputs: Observation = field(repr=False)
+
+
+def choose_model(models: Sequence[ModelInfo], budget_ms: float) -> ModelInfo | None:
+    """MDInference: the most accurate model that fits the budget, else the fastest."""
+    if not models:
+        return None
+    fits = [m for m in models if m.mean_ms + m.std_ms <= budget_ms]
+    if fits:
+        return max(fits, key=lambda m: (m.accuracy, -m.mean_ms))
+    return min(models, key=lambda m: m.mean_ms)
+
+
+def decide(
+    cfg: ControllerConfig,
+    state: ControllerState,
+    obs: Observation,
+    levels: Sequence[Level] = DEFAULT_LEVELS,
+) -> tuple[ControllerState, Decision]:
+    reasons: list[str] = []
+    budget = cfg.sla_ms - (obs.rtt_ms or 0.0) - obs.queue_ms
+
+    # Model, with confirmation before a switch.
+    model, candidate, count = state.model, state.candidate, state.candidate_count
+    wanted = choose_model(obs.models, budget)
+    if wanted is not None and wanted.label != model:
+        count = count + 1 if candidate == wanted.label else 1
+        candidate = wanted.label
+        if model is None or count >= cfg.confirm:
+            reasons.append(f"model {model} -> {wanted.label} (budget {budget:.0f} ms)")
+            model, candidate, count = wanted.label, None, 0
+    else:
+        candidate, count = None, 0
+
+    # Stream level, with dwell times.
+    level, last_change = state.level, state.last_level_change_s
+    since = obs.now_s - last_change
+    p95 = obs.latency_p95_ms
+    overloaded = (p95 is not None and p95 > cfg.sla_ms) or obs.result_ratio < MIN_RESULT_RATIO
+    if overloaded and level < len(levels) - 1 and since >= cfg.min_dwell_s:
+        level, last_change = level + 1, obs.now_s
+        reasons.append(f"down to level {level}: p95 {p95} ms, results {obs.result_ratio:.0%}")
+    elif (
+        not overloaded
+        and level > 0
+        and p95 is not None
+        and p95 < HEADROOM * cfg.sla_ms
+        and since >= 2 * cfg.min_dwell_s
+    ):
+        level, last_change = level - 1, obs.now_s
+        reasons.append(f"up to level {level}: p95 {p95:.0f} ms has headroom")
+
+    new_state = ControllerState(level, model, candidate, count, last_change)
+    decision = Decision(
+        level_index=level,
+        level=levels[level],
+        model=model,
+        budget_ms=round(budget, 1),
+        reason="; ".join(reasons) or "hold",
+        changed=bool(reasons),
+        inputs=obs,
+    )
+    return new_state, decision
