@@ -175,6 +175,7 @@ class EdgeAgent:
                     arrival_s=now,
                     xyxy=np.array([b.xyxy for b in result.boxes], np.float32).reshape(-1, 4),
                     class_id=np.array([b.cls for b in result.boxes], np.int64),
+                    score=np.array([b.score for b in result.boxes], np.float32),
                 )
             )
         self._pending_latency.append(round(match.latency_ms, 2))

@@ -23,6 +23,7 @@ class ResultRecord:
     arrival_s: float
     xyxy: npt.NDArray[np.float32]  # (N, 4), normalised to the frame size
     class_id: npt.NDArray[np.int64]
+    score: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

@@ -96,25 +96,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="measure tracking, detector, receive path and the pipeline against baselines",
-        description="Runs every measurement in one invocation on the same clip and saves "
-        "OUT/bench.json, OUT/bench.md and OUT/latency_cdf.png.",
+        help="MobiEye vs the conventional cloud pipeline and fixed intervals, side by side",
+        description="Runs each mode on the same clip with real worker and edge processes and "
+        "scores every displayed frame: F1 at IoU 0.5 against an oracle (the most accurate model "
+        "on every frame, cached) and against MOTChallenge ground truth (--gt), latency, SLA "
+        "misses, detector use, uplink and worker CPU. Writes --out (JSON), a Markdown table and "
+        "PNG plots beside it.",
         epilog=EPILOG,
     )
     _common(bench)
     _detector_flags(bench)
     bench.add_argument("--video", required=True, help="clip to stream (looped)")
-    bench.add_argument("--duration", type=float, default=20.0, help="seconds per pipeline mode")
-    bench.add_argument("--fps", type=float, default=30.0, help="stream frame rate (default 30)")
+    bench.add_argument("--gt", help="MOTChallenge gt.txt of the clip (people)")
     bench.add_argument(
         "--modes",
-        default="mobieye,every-frame,stock-receive",
-        help="pipeline modes to run, comma-separated (default: all three)",
+        default="conventional,fixed,mobieye",
+        help="modes to run, comma-separated (default: conventional,fixed,mobieye)",
+    )
+    bench.add_argument(
+        "--models",
+        help="model ladder PATH[@IMGSZ],... least accurate first (default: config ladder, "
+        "else --model, else the models in the shared data)",
+    )
+    bench.add_argument("--streams", type=int, default=1, help="concurrent edge agents (default 1)")
+    bench.add_argument(
+        "--link",
+        default="loopback",
+        help="loopback (default) or an emulated link: lan, wifi, lte, 3g (needs root)",
+    )
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
+    bench.add_argument("--fixed-interval", type=int, default=8, help="N of the fixed mode")
+    bench.add_argument(
+        "--sla", type=float, help="latency target in ms (default: controller.sla_ms)"
+    )
+    bench.add_argument(
+        "--min-score",
+        type=float,
+        default=0.5,
+        help="boxes scored on both sides need this confidence (default 0.5)",
+    )
+    bench.add_argument("--out", default="bench-out/bench.json", help="JSON output file")
+    bench.add_argument(
+        "--components",
+        action="store_true",
+        help="also measure tracking, detector and receive-path figures",
     )
     bench.add_argument(
         "--receive-seconds", type=float, default=10.0, help="seconds per receive-path run"
     )
-    bench.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
 
     edge = sub.add_parser(
         "edge", help="stream a camera or video to a worker and measure latency", epilog=EPILOG
@@ -122,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(edge)
     _edge_flags(edge, source_required=True)
     edge.add_argument("--worker", help="worker base URL (default http://127.0.0.1:8000)")
+
+    from mobieye.models_cli import add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 
@@ -185,6 +218,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mobieye.bench import run_bench
 
         return run_bench(settings, args)
+    if args.command == "models":
+        from mobieye.models_cli import run_models
+
+        return run_models(settings, args)
     if args.command == "demo":
         from mobieye.demo import run_demo
 

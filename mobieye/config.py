@@ -77,7 +77,7 @@ class ControllerConfig(_Section):
         default=2, ge=1, le=100, description="Consecutive decisions before a model switch."
     )
     accuracy_target: float = Field(
-        default=0.8,
+        default=0.85,
         gt=0,
         le=1,
         description="Mean IoU of tracked boxes against fresh detections the keyframe "
@@ -86,7 +86,9 @@ class ControllerConfig(_Section):
 
 
 class KeyframeConfig(_Section):
-    interval: int = Field(default=8, ge=1, le=1000, description="Detect every N-th frame at most.")
+    interval: int = Field(
+        default=6, ge=1, le=1000, description="Detect every N-th frame (starting value)."
+    )
     min_interval: int = Field(default=2, ge=1, description="Never detect more often than this.")
     max_age_s: float = Field(default=0.5, gt=0, description="Detect when boxes are older.")
     scene_change: float = Field(
@@ -96,7 +98,7 @@ class KeyframeConfig(_Section):
         default=0.5, ge=0, le=1, description="Detect when tracking quality drops below."
     )
     max_interval: int = Field(
-        default=16, ge=1, le=1000, description="Upper bound when the interval is tuned online."
+        default=12, ge=1, le=1000, description="Upper bound when the interval is tuned online."
     )
     adaptive: bool = Field(
         default=True,

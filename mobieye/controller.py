@@ -13,7 +13,6 @@ A pure function of measured inputs, called about once a second by the edge agent
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,7 +57,8 @@ class ControllerState:
     model: str | None = None
     candidate: str | None = None
     candidate_count: int = 0
-    last_level_change_s: float = -math.inf
+    # The first decision starts the dwell clock: start-up (ICE, first keyframe) is not load.
+    last_level_change_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def decide(
         candidate, count = None, 0
 
     # Stream level, with dwell times.
-    level, last_change = state.level, state.last_level_change_s
+    level = state.level
+    last_change = obs.now_s if state.last_level_change_s is None else state.last_level_change_s
     since = obs.now_s - last_change
     p95 = obs.latency_p95_ms
     overloaded = (p95 is not None and p95 > cfg.sla_ms) or obs.result_ratio < MIN_RESULT_RATIO

@@ -1,0 +1,47 @@
+"""The pipelines the benchmark compares, as settings of the one system.
+
+* ``conventional``: every frame sent at full quality and detected by the ladder's most accurate
+  model; a busy worker lets the newest frame wait and drops older ones; a frame shows the newest
+  result it has. The usual cloud pipeline.
+* ``fixed``: the same model on every N-th frame, synchronously, tracking in between (DeepStream's
+  ``interval``).
+* ``mobieye``: the adaptive controller over the whole ladder, asynchronous detection, online
+  keyframe tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mobieye.config import LadderModel, Settings
+
+MODE_NAMES = ("conventional", "fixed", "mobieye")
+
+
+def mode_settings(
+    base: Settings, mode: str, ladder: list[LadderModel], fixed_interval: int
+) -> Settings:
+    best = max(ladder, key=lambda m: m.accuracy)
+    data: dict[str, Any] = base.model_dump(mode="json")
+    data["log_level"] = "WARNING"
+    if mode == "conventional":
+        data["ladder"] = [best.model_dump(mode="json")]
+        data["controller"]["enabled"] = False
+        data["keyframe"].update(
+            interval=1, min_interval=1, max_interval=1, adaptive=False,
+            wait_for_detection=True, track_between=False,
+        )  # fmt: skip
+    elif mode == "fixed":
+        data["ladder"] = [best.model_dump(mode="json")]
+        data["controller"]["enabled"] = False
+        data["keyframe"].update(
+            interval=fixed_interval, min_interval=fixed_interval, max_interval=fixed_interval,
+            adaptive=False, wait_for_detection=True, scene_change=1.0, min_track_quality=0.0,
+            max_age_s=3600.0,
+        )  # fmt: skip
+    elif mode == "mobieye":
+        data["ladder"] = [m.model_dump(mode="json") for m in ladder]
+        data["controller"]["enabled"] = True
+    else:
+        raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODE_NAMES)}")
+    return Settings.model_validate(data)

@@ -1,0 +1,138 @@
+"""Run one pipeline mode: a worker process and N edge-agent processes, on loopback or across an
+emulated link (edge and worker as separate hosts in network namespaces, unmodified)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from mobieye.bench.components import cpu_seconds
+from mobieye.config import Settings
+from mobieye.demo import free_port
+from mobieye.errors import MobiEyeError
+
+WORKER_START_S = 240.0
+HEALTH_PROBE = (
+    "import sys, httpx\n"
+    "try:\n"
+    "    ok = httpx.get(sys.argv[1], timeout=1, trust_env=False).status_code == 200\n"
+    "except httpx.HTTPError:\n"
+    "    ok = False\n"
+    "sys.exit(0 if ok else 1)\n"
+)
+
+
+class Topology(Protocol):
+    """Where the worker and the edge agents run."""
+
+    worker_host: str
+    loopback: bool
+
+    def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]: ...
+
+    def popen_edge(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]: ...
+
+
+class Loopback:
+    worker_host = "127.0.0.1"
+    loopback = True
+
+    def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=env)
+
+    def popen_edge(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=env)
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    duration_s: float
+    worker_cpu_s: float
+    agents: list[dict[str, Any]]  # each: report, frames, results, decisions
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MOBIEYE_")}
+
+
+async def _wait_healthy(topology: Topology, url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + WORKER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MobiEyeError(f"the bench worker exited with code {proc.returncode}")
+        # Probe from the edge's side: across a link the worker is only reachable from there.
+        probe = topology.popen_edge([sys.executable, "-c", HEALTH_PROBE, url + "/healthz"], _env())
+        if await asyncio.to_thread(probe.wait) == 0:
+            return
+        await asyncio.sleep(0.3)
+    raise MobiEyeError(f"the bench worker did not become healthy in {WORKER_START_S:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def run_mode(
+    settings: Settings,
+    mode: str,
+    topology: Topology,
+    video: Path,
+    duration_s: float,
+    streams: int,
+) -> ModeRun:
+    port = free_port() if topology.loopback else 8000
+    url = f"http://{topology.worker_host}:{port}"
+    worker_cfg = settings.model_dump(mode="json", exclude={"edge"})
+    worker_cfg["worker"].update(host=topology.worker_host, port=port, max_streams=max(8, streams))
+    worker_cfg["webrtc"]["loopback_only"] = topology.loopback
+    with tempfile.TemporaryDirectory(prefix=f"mobieye-bench-{mode}-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o755)
+        (tmp / "worker.yaml").write_text(yaml.safe_dump(worker_cfg))
+        env = {**_env(), "MOBIEYE_CONFIG": str(tmp / "worker.yaml")}
+        worker = topology.popen_worker([sys.executable, "-m", "cloud_worker"], env)
+        agents: list[subprocess.Popen[bytes]] = []
+        try:
+            await _wait_healthy(topology, url, worker)
+            cpu_before = cpu_seconds(worker.pid)
+            for i in range(streams):
+                edge_cfg = settings.model_dump(mode="json")
+                edge_cfg["edge"].update(worker_url=url, stream_id=f"{mode}-{i}")
+                edge_cfg["webrtc"]["loopback_only"] = topology.loopback
+                spec = {"settings": edge_cfg, "video": str(video), "duration": duration_s}
+                (tmp / f"spec{i}.json").write_text(json.dumps(spec))
+                argv = [sys.executable, "-m", "mobieye.bench.agent"]
+                argv += [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")]
+                agents.append(topology.popen_edge(argv, _env()))
+            codes = [await asyncio.to_thread(a.wait) for a in agents]
+            cpu_s = cpu_seconds(worker.pid) - cpu_before
+        finally:
+            for a in agents:
+                _stop(a)
+            await asyncio.to_thread(_stop, worker)
+        if any(codes):
+            raise MobiEyeError(f"{mode}: edge agents exited with {codes}")
+        outs = [json.loads((tmp / f"out{i}.json").read_text()) for i in range(streams)]
+    return ModeRun(mode, duration_s, cpu_s, outs)
+
+
+def no_link() -> AbstractContextManager[Loopback]:
+    return nullcontext(Loopback())
