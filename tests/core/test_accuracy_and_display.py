@@ -1,0 +1,49 @@
+import numpy as np
+
+from edge_agent.display import ResultRecord, display_timeline
+from mobieye.accuracy import F1Score, match_counts
+from mobieye.config import KeyframeConfig
+from mobieye.keyframe_policy import tune_interval
+
+
+def boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
+    return np.array(rows, np.float32).reshape(-1, 4)
+
+
+def test_f1_matches_one_to_one_at_iou_half_and_by_class() -> None:
+    truth = boxes((0, 0, 10, 10), (20, 20, 30, 30))
+    pred = boxes((1, 1, 10, 10), (0, 0, 10, 10), (50, 50, 60, 60))
+    cls = np.zeros(3, np.int64)
+    assert match_counts(pred, cls, truth, np.zeros(2, np.int64)) == (1, 2, 1)
+    # the same box of another class is no match
+    assert match_counts(pred[:1], np.ones(1, np.int64), truth[:1], np.zeros(1, np.int64)) == (
+        0,
+        1,
+        1,
+    )
+    score = F1Score()
+    score.add((8, 1, 1))
+    score.add((0, 0, 0))
+    assert abs(score.f1 - 16 / 18) < 1e-9 and score.frames == 2
+
+
+def record(seq: int, arrival: float) -> ResultRecord:
+    return ResultRecord(seq, arrival, boxes((0, 0, 1, 1)), np.zeros(1, np.int64))
+
+
+def test_late_results_fall_back_to_the_newest_one_in_time() -> None:
+    frames = [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]
+    results = [record(0, 0.05), record(1, 0.35), record(3, 0.32)]  # frame 1 late, 2 lost
+    shown = display_timeline(frames, results, deadline_ms=100)
+    assert [d.shown for d in shown] == ["own", "fallback", "fallback", "own"]
+    assert shown[1].result is not None and shown[1].result.seq == 0
+    assert display_timeline([(0, 0.0)], [], 100)[0].shown == "none"
+
+
+def test_interval_tuning_moves_toward_the_accuracy_target() -> None:
+    cfg = KeyframeConfig(interval=8, min_interval=2, max_interval=12)
+    assert tune_interval(cfg, 8, agreement=0.5, target=0.85) == 5  # drift: shorten fast
+    assert tune_interval(cfg, 8, agreement=0.99, target=0.85) == 9  # stable: lengthen slowly
+    assert tune_interval(cfg, 8, agreement=0.9, target=0.85) == 8
+    assert tune_interval(cfg, 2, agreement=0.1, target=0.85) == 2
+    assert tune_interval(cfg, 12, agreement=1.0, target=0.85) == 12

@@ -1,0 +1,71 @@
+"""The controller on recorded-style traces: MDInference model choice, levels, no flapping."""
+
+import itertools
+
+from mobieye.config import ControllerConfig
+from mobieye.controller import DEFAULT_LEVELS, ControllerState, Observation, choose_model, decide
+from mobieye.messages import ModelInfo
+
+LADDER = (
+    ModelInfo(label="small", accuracy=25.5, mean_ms=5, std_ms=1),
+    ModelInfo(label="medium", accuracy=27.6, mean_ms=14, std_ms=2),
+    ModelInfo(label="large", accuracy=28.0, mean_ms=22, std_ms=3),
+)
+CFG = ControllerConfig(sla_ms=100, min_dwell_s=3, confirm=2)
+
+
+def test_most_accurate_model_that_fits_else_the_fastest() -> None:
+    assert choose_model(LADDER, 100).label == "large"  # type: ignore[union-attr]
+    assert choose_model(LADDER, 24).label == "medium"  # 22 + 3 > 24
+    assert choose_model(LADDER, 6).label == "small"
+    assert choose_model(LADDER, 2).label == "small"  # none fits: the fastest
+    assert choose_model((), 100) is None
+
+
+def run(trace: list[dict[str, float]], cfg: ControllerConfig = CFG) -> list[tuple[int, str]]:
+    state, out = ControllerState(), []
+    for t, row in enumerate(trace):
+        obs = Observation(
+            now_s=float(t),
+            latency_p95_ms=row["p95"],
+            result_ratio=row.get("ratio", 1.0),
+            rtt_ms=row.get("rtt", 1.0),
+            queue_ms=row.get("queue", 0.0),
+            models=LADDER,
+        )
+        state, d = decide(cfg, state, obs)
+        out.append((d.level_index, d.model or ""))
+    return out
+
+
+def test_overload_steps_down_then_recovers_slowly_without_flapping() -> None:
+    trace = [{"p95": 20}] * 4 + [{"p95": 180}] * 6 + [{"p95": 30}] * 14
+    levels = [lvl for lvl, _ in run(trace)]
+    assert levels[:4] == [0, 0, 0, 0]
+    # One step down per dwell time (3 s), counted from the first decision, not at once.
+    assert levels[4] == 1 and levels[5:7] == [1, 1] and levels[7] == 2
+    assert max(levels) == 2
+    assert levels[-1] < 2  # back up after twice the dwell time with headroom
+    changes = sum(a != b for a, b in itertools.pairwise(levels))
+    assert changes <= 4
+
+
+def test_start_up_spike_does_not_trigger_a_step_down() -> None:
+    levels = [lvl for lvl, _ in run([{"p95": 400}, {"p95": 15}, {"p95": 14}, {"p95": 15}])]
+    assert levels == [0, 0, 0, 0]
+
+
+def test_model_switch_needs_confirmation_and_follows_the_network() -> None:
+    # RTT grows (a worse network): the budget shrinks and the model steps down, after 2 ticks.
+    trace = [{"p95": 40, "rtt": 5}] * 3 + [{"p95": 90, "rtt": 80}] * 3 + [{"p95": 40, "rtt": 5}]
+    models = [m for _, m in run(trace)]
+    assert models[:3] == ["large"] * 3
+    assert models[3] == "large"  # one disagreeing decision is not enough
+    assert models[4] == "medium"  # budget 100 - 80 = 20 ms: medium fits (14 + 2), large not
+    assert models[6] == "medium"  # and one good tick doesn't switch back
+
+
+def test_missing_results_count_as_overload() -> None:
+    levels = [lvl for lvl, _ in run([{"p95": 10, "ratio": 0.5}] * 5)]
+    assert levels[-1] >= 1
+    assert DEFAULT_LEVELS[levels[-1]].bitrate_kbps < DEFAULT_LEVELS[0].bitrate_kbps

@@ -1,0 +1,98 @@
+"""`mobieye bench`: bad input is refused before anything runs; a short real run scores all modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mobieye.cli", "bench", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def campus(data_dir: Path) -> tuple[Path, Path]:
+    return (
+        data_dir / "videos" / "TUD-Campus.mp4",
+        data_dir / "annotations" / "TUD-Campus" / "gt" / "gt.txt",
+    )
+
+
+def test_bad_input_fails_before_anything_runs(
+    campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    video, _ = campus
+    out = tmp_path / "b.json"
+    cases = [
+        (["--video", str(video), "--modes", "mobieye,turbo"], "unknown mode(s) turbo"),
+        (["--video", str(tmp_path / "none.mp4")], "does not exist"),
+        (
+            ["--video", str(video), "--gt", str(data_dir / "annotations/TUD-Stadtmitte/gt/gt.txt")],
+            "ground truth",
+        ),
+        (["--video", str(video), "--link", "moon"], "lte"),
+        (["--video", str(video), "--out", str(tmp_path / "b.txt")], ".json"),
+    ]
+    for args, needle in cases:
+        r = bench(*args, "--out", str(out)) if "--out" not in args else bench(*args)
+        assert r.returncode == 2, (args, r.stderr[-2000:])
+        assert needle in r.stderr, (needle, r.stderr[-2000:])
+        assert not out.exists(), "never a half-written result"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges for the check")
+def test_link_without_root_is_refused_before_running(campus: tuple[Path, Path]) -> None:
+    video, _ = campus
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "mobieye.cli", "bench", "--video", str(video), "--link", "lte",
+         "--out", "/tmp/mobieye-never.json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "root" in r.stderr
+    assert not Path("/tmp/mobieye-never.json").exists()
+
+
+def test_short_run_scores_every_mode(
+    campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    video, gt = campus
+    models = data_dir / "models"
+    ladder = (
+        f"{models / 'yolox_nano_dynamic_ultralytics.onnx'}@320,"
+        f"{models / 'yolov5n_dynamic_ultralytics.onnx'}@640"
+    )
+    out = tmp_path / "b1.json"
+    r = bench(
+        "--video", str(video), "--gt", str(gt), "--models", ladder, "--duration", "5",
+        "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert set(result["modes"]) == {"conventional", "fixed", "mobieye"}
+    assert result["streams"] == 1 and result["link"] == "loopback" and result["machine"]
+    for name, m in result["modes"].items():
+        for key in ("f1_vs_oracle", "f1_vs_gt", "sla_miss_ratio", "detector_fraction",
+                    "uplink_kbps", "worker_cpu_s_per_stream_s", "frames"):  # fmt: skip
+            assert m[key] is not None, (name, key)
+        assert set(m["latency_ms"]) >= {"p50", "p95", "p99"}
+        assert 0.3 < m["f1_vs_oracle"] <= 1.0, (name, m["f1_vs_oracle"])
+        assert m["frames"] > 80
+    conv, fixed, ours = (result["modes"][k] for k in ("conventional", "fixed", "mobieye"))
+    assert conv["detector_fraction"] > 0.5
+    assert 0.08 < fixed["detector_fraction"] < 0.2  # every 8th frame
+    assert ours["detector_fraction"] < conv["detector_fraction"]
+    assert ours["worker_cpu_s_per_stream_s"] < conv["worker_cpu_s_per_stream_s"]
+    for suffix in (".md", "_latency_cdf.png", "_f1_vs_uplink.png"):
+        assert Path(str(out.with_suffix("")) + suffix).exists() or out.with_suffix(suffix).exists()
