@@ -20,6 +20,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from edge_agent.control import EdgeController
 from edge_agent.display import ResultRecord, display_timeline
+from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
 from edge_agent.report import RunStats, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
@@ -116,6 +117,7 @@ class EdgeAgent:
             if settings.controller.enabled
             else None
         )
+        self.fallback = OnDeviceFallback()
         # Every frame and result with its timing, for display/accuracy analysis (bench).
         self.keep_timeline = outputs.keep_timeline
         self.sent_frames: list[SentFrame] = []
@@ -168,6 +170,8 @@ class EdgeAgent:
             return
         if self.controller is not None:
             self.controller.on_result(match.latency_ms)
+        self.fallback.on_result(result)
+        shown_already = match.frame.seq <= self.ledger.late_cursor  # by the fallback
         if self.keep_timeline:
             self.results.append(
                 ResultRecord(
@@ -193,7 +197,7 @@ class EdgeAgent:
                     "timings": result.timings.model_dump(),
                 }
             )
-        if self._recorder is not None:
+        if self._recorder is not None and not shown_already:
             image = self._images.pop(match.frame.seq, None)
             if image is not None:
                 self._recorder.put((image, result))
@@ -202,6 +206,8 @@ class EdgeAgent:
 
     def _on_sent(self, frame: CapturedFrame) -> None:
         sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
+        if frame.gray is not None:
+            self.fallback.on_sent(frame.seq, frame.gray)
         self.stats.frames_sent += 1
         if self.controller is not None:
             self.controller.on_sent()
@@ -285,6 +291,7 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
+            await self._show_late_frames(now)
             if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
                 last_control = now
                 await self.controller.tick(now, pc)
@@ -308,6 +315,20 @@ class EdgeAgent:
         if tty:
             print(file=sys.stderr)
 
+    async def _show_late_frames(self, now: float) -> None:
+        """Frames past their deadline with no cloud result get the on-device fallback."""
+        for frame in self.ledger.late_frames(now, self.settings.controller.sla_ms / 1000):
+            base = self.fallback.newest
+            shown = await asyncio.to_thread(self.fallback.boxes_for, frame.seq)
+            if shown is None or base is None:
+                continue
+            if self._trace is not None:
+                self._trace.put({"seq": frame.seq, "fallback": True, "from_seq": base.seq,
+                                 "boxes": len(shown.boxes)})  # fmt: skip
+            image = self._images.pop(frame.seq, None)
+            if self._recorder is not None and image is not None:
+                self._recorder.put((image, shown))
+
     def _deadline_summary(self) -> dict[str, Any]:
         """Frames that missed the SLA, and those that showed fallback boxes instead."""
         sla = self.settings.controller.sla_ms
@@ -323,7 +344,7 @@ class EdgeAgent:
             )
             out["fallback_frames"] = sum(1 for d in shown if d.shown == "fallback")
         else:
-            out["fallback_frames"] = max(0, self.stats.frames_sent - in_time)
+            out["fallback_frames"] = self.fallback.frames
         return out
 
     def _flush_latency(self) -> None:

@@ -38,6 +38,7 @@ class FrameLedger:
         self.last_seq = -1
         self.unmatched = 0
         self.out_of_order = 0
+        self._late_cursor = -1  # frames up to this seq were already reported late
 
     def pts_for(self, seq: int) -> int:
         return seq * self.frame_ticks
@@ -61,6 +62,23 @@ class FrameLedger:
         else:
             self.out_of_order += 1
         return Match(frame, (now_s - frame.capture_s) * 1000, in_order)
+
+    @property
+    def late_cursor(self) -> int:
+        """Every frame up to this seq was answered in time or already reported late."""
+        return self._late_cursor
+
+    def late_frames(self, now_s: float, deadline_s: float) -> list[SentFrame]:
+        """Frames still without a result ``deadline_s`` after capture; each reported once."""
+        late = []
+        for frame in self._frames.values():
+            if frame.capture_s + deadline_s > now_s:
+                break
+            if frame.seq > self._late_cursor:
+                late.append(frame)
+        if late:
+            self._late_cursor = late[-1].seq
+        return late
 
     def _expire(self, now_s: float) -> None:
         while self._frames:

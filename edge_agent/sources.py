@@ -34,6 +34,7 @@ class CapturedFrame:
     capture_s: float  # time.monotonic() when the frame was captured (released, for files)
     image: npt.NDArray[np.uint8]  # BGR
     index: int = 0  # the source's own frame number (a file's frame, looping from 0)
+    gray: npt.NDArray[np.uint8] | None = None  # luma, made in the capture thread
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ class VideoSource:
             if width and image.shape[1] > width:
                 height = int(round(image.shape[0] * width / image.shape[1] / 2) * 2)
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            frame = CapturedFrame(self.captured, now, np.asarray(image, np.uint8), index)
+            gray = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), np.uint8)
+            frame = CapturedFrame(self.captured, now, np.asarray(image, np.uint8), index, gray)
             self.captured += 1
             loop.call_soon_threadsafe(slot.put, frame)
         cap.release()

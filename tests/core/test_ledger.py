@@ -27,3 +27,15 @@ def test_old_frames_expire() -> None:
     ledger = FrameLedger(frame_ticks=3000, keep_s=1.0)
     ledger.sent(0, 0.0)
     assert ledger.match(result(0), 5.0) is None
+
+
+def test_late_frames_are_reported_once_and_answered_ones_never() -> None:
+    ledger = FrameLedger(frame_ticks=3000)
+    for seq in range(4):
+        ledger.sent(seq, seq * 0.04)
+    ledger.match(result(3000), 0.05)  # frame 1 answered in time
+    late = ledger.late_frames(now_s=0.2, deadline_s=0.1)
+    assert [f.seq for f in late] == [0, 2]
+    assert ledger.late_frames(now_s=0.2, deadline_s=0.1) == []
+    assert [f.seq for f in ledger.late_frames(now_s=0.3, deadline_s=0.1)] == [3]
+    assert ledger.late_cursor == 3
