@@ -115,7 +115,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         "modes": {},
     }
     if args.components:
-        result["components"] = measure_components(settings, video, args.receive_seconds, _note)
+        detector = settings.detector.model_copy(update={"model": best.path, "imgsz": best.imgsz})
+        result["components"] = measure_components(
+            settings.model_copy(update={"detector": detector}), video, args.receive_seconds, _note
+        )
 
     with _topology(args.link) as topology:
         for mode in modes:

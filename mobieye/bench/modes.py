@@ -7,6 +7,7 @@
   ``interval``).
 * ``mobieye``: the adaptive controller over the whole ladder, asynchronous detection, online
   keyframe tuning.
+* ``stock-receive`` (not run by default): ``mobieye`` with aiortc's stock jitter buffer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from mobieye.config import LadderModel, Settings
 
-MODE_NAMES = ("conventional", "fixed", "mobieye")
+MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive")
 
 
 def mode_settings(
@@ -39,9 +40,11 @@ def mode_settings(
             adaptive=False, wait_for_detection=True, scene_change=1.0, min_track_quality=0.0,
             max_age_s=3600.0,
         )  # fmt: skip
-    elif mode == "mobieye":
+    elif mode in ("mobieye", "stock-receive"):
         data["ladder"] = [m.model_dump(mode="json") for m in ladder]
         data["controller"]["enabled"] = True
+        # stock-receive: MobiEye with aiortc's own jitter buffer, to show what ours saves.
+        data["webrtc"]["low_latency_receive"] = mode == "mobieye"
     else:
         raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODE_NAMES)}")
     return Settings.model_validate(data)

@@ -96,3 +96,21 @@ def test_short_run_scores_every_mode(
     assert ours["worker_cpu_s_per_stream_s"] < conv["worker_cpu_s_per_stream_s"]
     for suffix in (".md", "_latency_cdf.png", "_f1_vs_uplink.png"):
         assert Path(str(out.with_suffix("")) + suffix).exists() or out.with_suffix(suffix).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_emulated_lte_link_runs_edge_and_worker_as_two_hosts(
+    campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    video, _ = campus
+    model = data_dir / "models" / "yolox_nano_dynamic_ultralytics.onnx"
+    out = tmp_path / "lte.json"
+    r = bench(
+        "--video", str(video), "--models", f"{model}@320", "--modes", "mobieye",
+        "--link", "lte", "--sla", "250", "--duration", "6", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = json.loads(out.read_text())["modes"]["mobieye"]
+    # ~70 ms of round trip crosses the wire: results can't come back faster than that.
+    assert m["latency_ms"]["p50"] > 60, m["latency_ms"]
+    assert m["frames"] > 100 and m["f1_vs_oracle"] > 0.5
