@@ -58,6 +58,25 @@ class WorkerMetrics:
         self.bad_messages = Counter(
             "mobieye_bad_messages", "Refused data-channel messages", ["stream"], registry=r
         )
+        self.controller = Counter(
+            "mobieye_controller_decisions",
+            "Changes the edge's controller made, by the model it chose",
+            ["stream", "model"],
+            registry=r,
+        )
+        self.stream_level = Gauge(
+            "mobieye_stream_level",
+            "Controller level of the stream (0: best)",
+            ["stream"],
+            registry=r,
+        )
+        self.stream_fps = Gauge(
+            "mobieye_stream_target_fps", "Frame rate the controller set", ["stream"], registry=r
+        )
+        self.stream_bitrate = Gauge(
+            "mobieye_stream_bitrate_cap_kbps", "Bitrate cap the controller set", ["stream"],
+            registry=r,
+        )  # fmt: skip
         self.streams = Gauge("mobieye_streams_active", "Streams being served", registry=r)
         self.offers_refused = Counter(
             "mobieye_offers_refused", "Offers answered with an error", ["reason"], registry=r
@@ -72,9 +91,13 @@ class WorkerMetrics:
             self.frames,
             self.dropped,
             self.bad_messages,
+            self.stream_level,
+            self.stream_fps,
+            self.stream_bitrate,
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(stream)
-        for labels in list(self.decisions._metrics):  # no public API to list label sets
-            if labels[0] == stream:
-                self.decisions.remove(*labels)
+        for metric in (self.decisions, self.controller):
+            for labels in list(metric._metrics):  # no public API to list label sets
+                if labels[0] == stream:
+                    metric.remove(*labels)

@@ -139,6 +139,13 @@ class StreamSession:
         self._send(encode(stats))
 
     async def _control(self, msg: Control) -> None:
+        if msg.level is not None:
+            self.metrics.stream_level.labels(self.stream_id).set(msg.level)
+        if msg.fps is not None:
+            self.metrics.stream_fps.labels(self.stream_id).set(msg.fps)
+        if msg.bitrate_kbps is not None:
+            self.metrics.stream_bitrate.labels(self.stream_id).set(msg.bitrate_kbps)
+        self.metrics.controller.labels(self.stream_id, msg.model or self.processor.model).inc()
         keyframe = None
         if msg.keyframe_interval is not None:
             kf = self.processor.keyframe

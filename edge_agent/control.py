@@ -98,6 +98,7 @@ class EdgeController:
         return decision
 
     def apply(self, decision: Decision, model_changed: bool) -> None:
+        """Set capture rate, size and bitrate cap here; tell the worker (model, for metrics)."""
         level = decision.level
         self.source.target_fps = min(level.fps, self.source.fps)
         self.source.max_width = level.max_width
@@ -105,8 +106,15 @@ class EdgeController:
             min(self.webrtc.min_bitrate_kbps, level.bitrate_kbps) * 1000,
             level.bitrate_kbps * 1000,
         )
-        if model_changed:
-            self.send(encode(Control(model=decision.model, reason=decision.reason)))
+        control = Control(
+            model=decision.model if model_changed else None,
+            level=decision.level_index,
+            fps=level.fps,
+            max_width=level.max_width,
+            bitrate_kbps=level.bitrate_kbps,
+            reason=decision.reason,
+        )
+        self.send(encode(control))
 
     def _record(self, d: Decision) -> None:
         obs = d.inputs
