@@ -182,6 +182,21 @@ class EdgeConfig(_Section):
     reconnect_s: float = Field(default=1.0, gt=0, description="Wait before reopening a source.")
 
 
+class MqttConfig(_Section):
+    broker: str | None = Field(
+        default=None,
+        description="mqtt://HOST:PORT or mqtts://HOST:PORT; none: no fleet (the demo starts "
+        "an embedded broker on 127.0.0.1).",
+        pattern=r"^mqtts?://[^/:]+(:\d+)?/?$",
+    )
+    prefix: str = Field(default="mobieye", pattern=r"^[A-Za-z0-9_./-]+$", max_length=100)
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = Field(default=None, description="CA bundle for mqtts://.")
+    keepalive_s: int = Field(default=5, ge=1, le=3600)
+    stats_period_s: float = Field(default=1.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MOBIEYE_", env_nested_delimiter="__", extra="forbid"
@@ -193,6 +208,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     ladder: list[LadderModel] = Field(
         default_factory=list,
         description="Detectors the controller may choose from (empty: detector.model only).",
