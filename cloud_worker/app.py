@@ -102,7 +102,9 @@ def create_app(
             if on_load_failure is not None:
                 on_load_failure(exc)
             return
-        pool = DetectorPool(detectors, max_pending=settings.worker.max_streams)
+        pool = DetectorPool(
+            detectors, max_pending=settings.worker.max_streams, max_batch=settings.worker.max_batch
+        )
         await asyncio.to_thread(pool.profile)
         state.pool = pool
         log.info("worker %s ready: models %s", worker_id, ", ".join(detectors))

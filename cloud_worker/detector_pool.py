@@ -15,7 +15,8 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,24 @@ class PoolBusy(Exception):
     """More detections are waiting than the pool accepts."""
 
 
+@dataclass
+class _Request:
+    image: Image
+    label: str
+    submitted: float
+    future: Future[DetectOutput]
+
+
 class DetectorPool:
-    def __init__(self, detectors: dict[str, tuple[Detector, float]], max_pending: int = 8) -> None:
+    """One inference thread for all streams; keyframes waiting together go in one batch.
+
+    Fairness: each stream has at most one request waiting (its keyframe policy sees it busy),
+    and requests are served oldest first, so a busy stream can't starve the others.
+    """
+
+    def __init__(
+        self, detectors: dict[str, tuple[Detector, float]], max_pending: int = 8, max_batch: int = 4
+    ) -> None:
         """``detectors``: label -> (loaded detector, declared accuracy)."""
         if not detectors:
             raise ValueError("a detector pool needs at least one detector")
@@ -73,14 +90,22 @@ class DetectorPool:
         # The default is the most accurate model: the controller steps down when it must.
         self.default = max(self.stats.values(), key=lambda s: s.accuracy).label
         self.max_pending = max_pending
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
-        self._lock = threading.Lock()
-        self._pending = 0
-        self.runs = 0
+        self.max_batch = max_batch
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.runs = 0  # images detected
+        self.batches = 0  # detector calls
         self.busy_s = 0.0  # wall time spent inside the detectors
+        self._thread = threading.Thread(target=self._serve, name="detector", daemon=True)
+        self._thread.start()
 
     def names(self, label: str) -> dict[int, str]:
         return self.detectors[label].names
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
     def profile(self, frame_shape: tuple[int, int, int] = (480, 640, 3)) -> None:
         """Measure every model on a synthetic frame: the controller's prior before real runs."""
@@ -98,24 +123,57 @@ class DetectorPool:
         label = label or self.default
         if label not in self.detectors:
             raise KeyError(f"unknown model {label!r}; this worker has {', '.join(self.detectors)}")
-        with self._lock:
-            if self._pending >= self.max_pending:
-                raise PoolBusy(f"{self._pending} detections already waiting")
-            self._pending += 1
-        return self._executor.submit(self._run, image, label, time.perf_counter())
+        future: Future[DetectOutput] = Future()
+        with self._cond:
+            if len(self._queue) >= self.max_pending:
+                raise PoolBusy(f"{len(self._queue)} detections already waiting")
+            self._queue.append(_Request(image, label, time.perf_counter(), future))
+            self._cond.notify()
+        return future
 
-    def _run(self, image: Image, label: str, submitted: float) -> DetectOutput:
-        started = time.perf_counter()
-        try:
-            detections = self.detectors[label].detect([image])[0]
-        finally:
+    def _next_batch(self) -> list[_Request] | None:
+        """The oldest request and those waiting with it for the same model and frame size."""
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            first = self._queue.popleft()
+            batch = [first]
+            for req in list(self._queue):
+                if len(batch) >= self.max_batch:
+                    break
+                if req.label == first.label and req.image.shape == first.image.shape:
+                    self._queue.remove(req)
+                    batch.append(req)
+            return batch
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            label = live[0].label
+            started = time.perf_counter()
+            try:
+                found = self.detectors[label].detect([r.image for r in live])
+            except Exception as exc:
+                for r in live:
+                    r.future.set_exception(exc)
+                continue
             elapsed = time.perf_counter() - started
-            with self._lock:
-                self._pending -= 1
-                self.runs += 1
-                self.busy_s += elapsed
-                self.stats[label].observe(elapsed * 1000)
-        return DetectOutput(label, detections, elapsed * 1000, (started - submitted) * 1000)
+            self.runs += len(live)
+            self.batches += 1
+            self.busy_s += elapsed
+            self.stats[label].observe(elapsed * 1000 / len(live))
+            for r, dets in zip(live, found, strict=True):
+                waited = (started - r.submitted) * 1000
+                r.future.set_result(DetectOutput(label, dets, elapsed * 1000, waited))
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            self._closed = True
+            for r in self._queue:
+                r.future.cancel()
+            self._queue.clear()
+            self._cond.notify_all()

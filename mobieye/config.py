@@ -163,6 +163,9 @@ class WorkerConfig(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     max_streams: int = Field(default=8, ge=1, le=256)
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_batch: int = Field(
+        default=4, ge=1, le=64, description="Keyframes of different streams per detector call."
+    )
     id: str | None = Field(default=None, description="Worker id (default: host-port).")
     cv_threads: int = Field(
         default=1,
