@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.fleet import FleetPresence
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.session import StreamSession
 from mobieye.config import Settings
@@ -115,11 +116,19 @@ def create_app(
             for session in list(state.sessions.values()):
                 session.send_stats(len(state.sessions))
 
+    fleet: FleetPresence | None = None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal fleet
         loader = asyncio.create_task(load())
         stats = asyncio.create_task(publish_stats())
+        if settings.mqtt.broker:
+            fleet = FleetPresence(settings, state)
+            await fleet.start()
         yield
+        if fleet is not None:
+            await fleet.stop()
         stats.cancel()
         loader.cancel()
         await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
@@ -208,6 +217,8 @@ def create_app(
             worker_id,
             on_closed=state.forget,
         )
+        if fleet is not None:
+            session.on_event = fleet.publish_event
         state.sessions[stream_id] = session
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,7 @@ from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
 from mobieye.config import Settings
 from mobieye.errors import MessageError
 from mobieye.messages import (
+    Box,
     Control,
     ErrorMessage,
     Hello,
@@ -38,6 +39,7 @@ from mobieye.messages import (
     encode,
     parse_message,
 )
+from mobieye.mqtt import Command, LatencyMs, ObjectEvent, StreamState, StreamStats
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import jitter_buffer_of
 
@@ -76,6 +78,12 @@ class StreamSession:
             stream_id, settings.keyframe, pool, settings.controller.accuracy_target
         )
         self._queue_ms: list[float] = []  # since the last stats message
+        self._latency_samples: list[float] = []  # the edge's, since the last MQTT stats
+        self._stats_at = time.monotonic()
+        self._stats_frames = 0
+        self.sla_ms = settings.controller.sla_ms
+        self.on_event: Callable[[ObjectEvent], None] | None = None
+        self._last_boxes: dict[int, Box] = {}
         self._slot: LatestSlot[tuple[VideoFrame, float, bool]] = LatestSlot(1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s-{stream_id}")
         self._tasks: list[asyncio.Task[None]] = []
@@ -138,6 +146,76 @@ class StreamSession:
         stats = WorkerStats(models=self._models(), queue_ms=round(queue_ms, 2), streams=streams)
         self._send(encode(stats))
 
+    # -- fleet (MQTT) -------------------------------------------------------------------------
+    def stream_stats(self, worker_id: str) -> StreamStats:
+        now = time.monotonic()
+        span = max(1e-6, now - self._stats_at)
+        fps = (self.frames_received - self._stats_frames) / span
+        self._stats_at, self._stats_frames = now, self.frames_received
+        samples, self._latency_samples = sorted(self._latency_samples), []
+        latency = None
+        if samples:
+            n = len(samples)
+            latency = LatencyMs(p50=samples[n // 2], p95=samples[min(n - 1, int(0.95 * n))])
+        return StreamStats(
+            stream=self.stream_id,
+            worker=worker_id,
+            fps=round(fps, 2),
+            latency_ms=latency,
+            model=self.processor.model,
+            keyframe_interval=self.processor.keyframe.interval,
+            detector_fraction=round(self.processor.detector_runs / max(1, self.results_sent), 4),
+            uplink_kbps=None,
+            damaged_frames=self.damaged_frames,
+            updated=time.time(),
+        )
+
+    async def apply_command(self, command: Command, worker_id: str) -> StreamState:
+        """An operator's command from MQTT; returns the stream's resulting settings."""
+        if command.model is not None or command.keyframe_interval is not None:
+            await self._control(
+                Control(model=command.model, keyframe_interval=command.keyframe_interval,
+                        reason="MQTT command")
+            )  # fmt: skip
+        if command.sla_ms is not None:
+            self.sla_ms = command.sla_ms
+            self._send(encode(Control(sla_ms=command.sla_ms, reason="MQTT command")))
+        return StreamState(
+            stream=self.stream_id,
+            worker=worker_id,
+            model=self.processor.model,
+            keyframe_interval=self.processor.keyframe.interval,
+            sla_ms=self.sla_ms,
+        )
+
+    def _publish_events(self, outcome: StepOutcome) -> None:
+        if self.on_event is None:
+            return
+        if outcome.events is not None:
+            self._emit_events(outcome)
+        for box in outcome.result.boxes:  # where each track was last seen, for its "end"
+            self._last_boxes[box.track_id] = box
+
+    def _emit_events(self, outcome: StepOutcome) -> None:
+        assert outcome.events is not None and self.on_event is not None
+        now = time.time()
+        kinds: tuple[tuple[Literal["new", "end"], list[int]], ...] = (
+            ("new", outcome.events.new),
+            ("end", outcome.events.ended),
+        )
+        for kind, ids in kinds:
+            for track_id in ids:
+                box = self._last_boxes.pop(track_id, None) if kind == "end" else None
+                box = box or next((b for b in outcome.result.boxes if b.track_id == track_id), None)
+                if box is None or track_id < 0:
+                    continue
+                self.on_event(
+                    ObjectEvent(
+                        type=kind, stream=self.stream_id, track_id=track_id, label=box.label,
+                        box=list(box.xyxy), score=min(1.0, box.score), ts=now,
+                    )
+                )  # fmt: skip
+
     async def _control(self, msg: Control) -> None:
         if msg.level is not None:
             self.metrics.stream_level.labels(self.stream_id).set(msg.level)
@@ -193,6 +271,7 @@ class StreamSession:
             hist = self.metrics.frame_latency.labels(self.stream_id)
             for ms in msg.samples_ms:
                 hist.observe(ms / 1000)
+            self._latency_samples.extend(msg.samples_ms[-1000:])
         else:
             self.metrics.bad_messages.labels(self.stream_id).inc()
             self._send(encode(ErrorMessage(message=f"unexpected message type {msg.type!r}")))
@@ -258,6 +337,7 @@ class StreamSession:
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
             self.decisions[outcome.decision.reason] += 1
+            self._publish_events(outcome)
             if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
                 self.metrics.inference.labels(outcome.result.model).observe(
                     outcome.result.timings.detect_ms / 1000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -13,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel
 
+from edge_agent.connection import Connection, connect
 from edge_agent.control import EdgeController
+from edge_agent.directory import WorkerDirectory
 from edge_agent.display import ResultRecord, display_timeline
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
@@ -30,6 +30,7 @@ from mobieye.config import Settings
 from mobieye.errors import MessageError, SignallingError
 from mobieye.messages import (
     RTP_CLOCK_HZ,
+    Control,
     ErrorMessage,
     Hello,
     LatencyReport,
@@ -43,8 +44,6 @@ from mobieye.slot import LatestSlot
 from mobieye.webrtc import (
     confine_to_loopback,
     install_sender_zero_timestamp_origin,
-    prefer_codec,
-    rtc_configuration,
     set_bitrate_limits,
 )
 
@@ -53,6 +52,10 @@ log = logging.getLogger(__name__)
 DRAIN_S = 1.0  # after the last frame, wait this long for results still in flight
 LATENCY_REPORT_S = 1.0
 RECORD_KEEP_FRAMES = 90
+DISCOVERY_S = 10.0  # at start, wait this long for the fleet's retained worker states
+WILL_CONFIRM_S = 0.5  # results silent this long confirm a worker's last will
+RETRY_S = 0.5  # between attempts to find a worker after losing one
+EXCLUDE_S = 10.0  # a lost worker isn't tried again for this long (unless it's the only one)
 
 
 @dataclass
@@ -73,35 +76,22 @@ def prepare_sender_webrtc(settings: Settings) -> None:
     )
 
 
-async def post_offer(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-    """Signal through the worker's POST /offer; errors say which worker and why."""
-    endpoint = url.rstrip("/") + "/offer"
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
-            response = await client.post(endpoint, json=payload)
-    except httpx.HTTPError as exc:
-        raise SignallingError(f"cannot reach worker at {endpoint}: {exc!r}") from exc
-    if response.status_code != 200:
-        try:
-            reason = response.json().get("error", response.text)
-        except ValueError:
-            reason = response.text
-        raise SignallingError(
-            f"worker {endpoint} refused the stream ({response.status_code}): {reason}"
-        )
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
 class EdgeAgent:
-    def __init__(self, settings: Settings, source: VideoSource, outputs: EdgeOutputs) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: VideoSource,
+        outputs: EdgeOutputs,
+        directory: WorkerDirectory | None = None,
+    ) -> None:
         self.settings = settings
         self.source = source
         self.outputs = outputs
         self.frame_ticks = max(1, round(RTP_CLOCK_HZ / source.fps))
         self.ledger = FrameLedger(self.frame_ticks)
         self.stats = RunStats(source.spec.label)
-        self.channel: RTCDataChannel | None = None
+        self.conn: Connection | None = None
+        self.directory = directory
         self._pending_latency: list[float] = []
         self._images: OrderedDict[int, npt.NDArray[np.uint8]] = OrderedDict()
         self._trace = TraceWriter(outputs.trace) if outputs.trace else None
@@ -110,7 +100,6 @@ class EdgeAgent:
             if outputs.record
             else None
         )
-        self._failed = asyncio.Event()
         self.on_result: Callable[[Result], None] | None = None
         self.controller = (
             EdgeController(settings.controller, settings.webrtc, source, self._send)
@@ -123,13 +112,16 @@ class EdgeAgent:
         self.sent_frames: list[SentFrame] = []
         self.results: list[ResultRecord] = []
 
+    @property
+    def channel(self) -> RTCDataChannel | None:
+        return self.conn.channel if self.conn is not None else None
+
     def _send(self, text: str) -> None:
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(text)
+        if self.conn is not None:
+            self.conn.send(text)
 
     # -- data channel --------------------------------------------------------------------------
     def _on_open(self) -> None:
-        assert self.channel is not None
         hello = Hello(
             stream_id=self.stats.stream_id or "edge",
             frame_ticks=self.frame_ticks,
@@ -138,7 +130,7 @@ class EdgeAgent:
             height=self.source.height,
             source=self.source.spec.label,
         )
-        self.channel.send(encode(hello))
+        self._send(encode(hello))
 
     def _on_message(self, raw: str | bytes) -> None:
         now = time.monotonic()
@@ -157,6 +149,13 @@ class EdgeAgent:
             if self.controller is not None:
                 self.controller.on_models(msg.models)
             log.info("worker %s serves stream %s with %s", msg.worker_id, msg.stream_id, msg.model)
+        elif isinstance(msg, Control) and msg.sla_ms is not None:
+            # An operator changed the latency target (MQTT command via the worker).
+            log.info("new SLA from the worker: %.0f ms", msg.sla_ms)
+            controller = self.settings.controller.model_copy(update={"sla_ms": msg.sla_ms})
+            self.settings = self.settings.model_copy(update={"controller": controller})
+            if self.controller is not None:
+                self.controller.cfg = controller
         elif isinstance(msg, ErrorMessage):
             log.warning("worker refused a message: %s", msg.message)
             self.stats.errors.append(msg.message)
@@ -220,58 +219,65 @@ class EdgeAgent:
 
     # -- run -----------------------------------------------------------------------------------
     async def run(self, duration_s: float | None = None) -> dict[str, Any]:
-        """Stream until the duration passes or the source ends; returns the summary report."""
+        """Stream until the duration passes or the source ends; returns the summary report.
+
+        When the worker is lost (connection failed, its last will, or no results for
+        ``edge.result_timeout_s``) the agent fails over to another worker (or, with a fixed
+        worker URL, reconnects to it); capture and the on-device fallback go on meanwhile.
+        """
         prepare_sender_webrtc(self.settings)
         loop = asyncio.get_running_loop()
         slot: LatestSlot[CapturedFrame] = LatestSlot(1)
-        track = CaptureTrack(slot, self.frame_ticks, self._on_sent)
-        pc = RTCPeerConnection(rtc_configuration(self.settings.webrtc.ice_servers))
-        self.channel = pc.createDataChannel("mobieye", ordered=True)
-        self.channel.on("open", self._on_open)
-        self.channel.on("message", self._on_message)
-        transceiver = pc.addTransceiver(track, direction="sendonly")
-        prefer_codec(transceiver, "video", self.settings.webrtc.codec)
-
-        @pc.on("connectionstatechange")
-        def _state() -> None:
-            log.info("connection %s", pc.connectionState)
-            if pc.connectionState == "failed":
-                self.stats.errors.append("WebRTC connection failed")
-                self._failed.set()
-
-        uplink_bytes: int | None = None
+        deadline = time.monotonic() + duration_s if duration_s else None
+        uplink_bytes = 0
+        excluded: dict[str, float] = {}  # worker -> until when it isn't tried again
+        started = False
         try:
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await post_offer(
-                self.settings.edge.worker_url,
-                {
-                    "sdp": pc.localDescription.sdp,
-                    "type": "offer",
-                    "stream_id": self.settings.edge.stream_id,
-                },
-            )
-            self.stats.stream_id = answer.get("stream_id")
-            await pc.setRemoteDescription(
-                RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
-            )
-            self.stats.started_s = time.monotonic()
-            self.source.start(loop, slot)
-            try:
-                await self._stream(slot, duration_s, pc)
-            except asyncio.CancelledError:
-                # Ctrl-C: keep what was measured; the report below is still written.
-                self.stats.errors.append("interrupted")
-            uplink_bytes = await _bytes_sent(pc)
+            if self.directory is not None:
+                await self.directory.start()
+                await self.directory.wait_for_candidates(DISCOVERY_S)
+            while True:
+                try:
+                    self.conn = await self._connect_any(slot, excluded)
+                except SignallingError:
+                    if not started:
+                        raise  # nothing to fail over from: say why and stop
+                    if self._finished(deadline, slot):
+                        break
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                if not started:
+                    self.stats.started_s = time.monotonic()
+                    self.source.start(loop, slot)
+                    started = True
+                try:
+                    done = await self._stream(self.conn, slot, deadline)
+                except asyncio.CancelledError:
+                    # Ctrl-C: keep what was measured; the report below is still written.
+                    self.stats.errors.append("interrupted")
+                    done = True
+                uplink_bytes += await self.conn.bytes_sent()
+                await self.conn.close()
+                if done:
+                    break
+                self.stats.failovers += 1
+                log.warning("lost worker %s: %s; failing over", self.conn.url,
+                            self.conn.lost_reason)  # fmt: skip
+                self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "
+                                         f"{self.conn.lost_reason}")  # fmt: skip
+                excluded[self.conn.worker_id or self.conn.url] = time.monotonic() + EXCLUDE_S
         finally:
             self.source.stop()
             slot.close()
             self.stats.frames_captured = self.source.captured
-            with contextlib.suppress(Exception):
-                await pc.close()
+            if self.conn is not None:
+                await self.conn.close()
+            if self.directory is not None:
+                await self.directory.stop()
             for writer in (self._trace, self._recorder):
                 if writer is not None:
                     await asyncio.to_thread(writer.close)
-        report = self.stats.summary(uplink_bytes)
+        report = self.stats.summary(uplink_bytes or None)
         report["reopens"] = self.source.reopens
         report.update(self._deadline_summary())
         if self.controller is not None:
@@ -281,20 +287,58 @@ class EdgeAgent:
             await asyncio.to_thread(write_report, self.outputs.report, report)
         return report
 
+    def _finished(self, deadline: float | None, slot: LatestSlot[CapturedFrame]) -> bool:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return True
+        return self.source.ended.is_set() and not len(slot)
+
+    def _candidates(self, excluded: dict[str, float]) -> list[str]:
+        now = time.monotonic()
+        if self.directory is None:
+            return [self.settings.edge.worker_url]
+        skip = {w for w, until in excluded.items() if until > now}
+        return [w.url for w in self.directory.candidates(skip) if w.url]
+
+    async def _connect_any(
+        self, slot: LatestSlot[CapturedFrame], excluded: dict[str, float]
+    ) -> Connection:
+        """Offer the stream to the best candidate; a refusal moves on to the next one."""
+        urls = self._candidates(excluded)
+        if not urls:
+            raise SignallingError("no live worker with free capacity is known (yet)")
+        problems = []
+        for url in urls:
+            track = CaptureTrack(slot, self.frame_ticks, self._on_sent)
+            try:
+                conn = await connect(self.settings, url, track, self._on_open, self._on_message)
+            except SignallingError as exc:
+                track.stop()
+                problems.append(str(exc))
+                log.warning("%s", exc)
+                continue
+            self.stats.stream_id = conn.stream_id
+            self.stats.worker_id = conn.worker_id
+            log.info("streaming to worker %s at %s", conn.worker_id, url)
+            return conn
+        raise SignallingError("; ".join(problems))
+
     async def _stream(
-        self, slot: LatestSlot[CapturedFrame], duration_s: float | None, pc: RTCPeerConnection
-    ) -> None:
-        deadline = time.monotonic() + duration_s if duration_s else None
+        self, conn: Connection, slot: LatestSlot[CapturedFrame], deadline: float | None
+    ) -> bool:
+        """Stream on one connection; True when the run is over, False when the worker is lost."""
         tty = self.outputs.status and sys.stderr.isatty()
         last_status = 0.0
         last_control = time.monotonic()
+        connected_s = time.monotonic()
+        timeout = self.settings.edge.result_timeout_s
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
             await self._show_late_frames(now)
             if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
                 last_control = now
-                await self.controller.tick(now, pc)
+                await self.controller.tick(now, conn.pc)
             self.stats.frames_captured = self.source.captured
             if now - last_status >= LATENCY_REPORT_S:
                 last_status = now
@@ -302,18 +346,29 @@ class EdgeAgent:
                 if self.outputs.status:
                     line = self.stats.status_line(now)
                     print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr)
-            if self._failed.is_set():
+            if self._finished(deadline, slot):
                 break
-            if deadline is not None and now >= deadline:
-                break
-            if self.source.ended.is_set() and not len(slot):
-                break
+            last_result = max(self.stats.last_result_s or 0.0, connected_s)
+            if now - last_result > timeout:
+                conn.mark_lost(f"no results for {timeout:.1f} s")
+            # A broker that restarts sends the wills of all its clients: believe an "offline"
+            # only when the worker's results have stopped too.
+            if (
+                self.directory is not None
+                and conn.worker_id
+                and self.directory.is_offline(conn.worker_id)
+                and now - last_result > WILL_CONFIRM_S
+            ):
+                conn.mark_lost("the worker went offline (MQTT last will)")
+            if conn.lost.is_set():
+                return False
         self.source.stop()
         self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
         self._flush_latency()
         if tty:
             print(file=sys.stderr)
+        return True
 
     async def _show_late_frames(self, now: float) -> None:
         """Frames past their deadline with no cloud result get the on-device fallback."""
@@ -348,17 +403,6 @@ class EdgeAgent:
         return out
 
     def _flush_latency(self) -> None:
-        if self._pending_latency and self.channel and self.channel.readyState == "open":
-            self.channel.send(encode(LatencyReport(samples_ms=self._pending_latency)))
+        if self._pending_latency:
+            self._send(encode(LatencyReport(samples_ms=self._pending_latency)))
         self._pending_latency = []
-
-
-async def _bytes_sent(pc: RTCPeerConnection) -> int | None:
-    total = 0
-    for sender in pc.getSenders():
-        with contextlib.suppress(Exception):
-            stats = await sender.getStats()
-            for s in stats.values():
-                if getattr(s, "type", "") == "outbound-rtp":
-                    total += int(getattr(s, "bytesSent", 0) or 0)
-    return total or None

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
 from edge_agent.agent import EdgeAgent, EdgeOutputs
+from edge_agent.directory import WorkerDirectory
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
-from mobieye.errors import SourceError
+from mobieye.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,14 @@ async def run_edge(settings: Settings, args: argparse.Namespace) -> int:
         source.fps,
         settings.edge.worker_url,
     )
-    agent = EdgeAgent(settings, source, outputs_from(args, status=True))
+    directory = None
+    if settings.edge.worker_url == "auto":
+        if not settings.mqtt.broker:
+            raise ConfigError(
+                "--worker auto needs the fleet's broker: pass --broker mqtt://HOST:PORT"
+            )
+        directory = WorkerDirectory(settings.mqtt, f"mobieye-edge-{os.getpid()}")
+    agent = EdgeAgent(settings, source, outputs_from(args, status=True), directory)
     report = await agent.run(args.duration)
     print_summary(report)
     if args.report is None:

@@ -33,6 +33,10 @@ class RunStats:
         self.worker_id: str | None = None
         self.stream_id: str | None = None
         self.errors: list[str] = []
+        self.failovers = 0
+        self.last_result_s: float | None = None  # arrival of the newest cloud result
+        self._last_answered_capture: float | None = None
+        self.max_result_gap_ms = 0.0  # longest capture stretch with no cloud result
         self._recent: deque[tuple[float, float, int]] = deque()  # (t, latency, boxes)
 
     def add(self, match: Match, result: Result, now_s: float) -> None:
@@ -40,6 +44,11 @@ class RunStats:
             self.out_of_order += 1
             return  # a stale result: never shown, not counted as a result for its frame
         self.frames_with_result += 1
+        self.last_result_s = now_s
+        capture = match.frame.capture_s
+        previous = self._last_answered_capture or self.started_s
+        self.max_result_gap_ms = max(self.max_result_gap_ms, (capture - previous) * 1000)
+        self._last_answered_capture = capture
         self.latencies_ms.append(match.latency_ms)
         self.worker_step_ms.append(result.timings.track_ms)
         self.detector_runs = max(self.detector_runs, result.detector_runs)
@@ -88,6 +97,8 @@ class RunStats:
             ),
             "fps": round(self.frames_captured / duration, 2) if duration else None,
             "errors": self.errors,
+            "failovers": self.failovers,
+            "max_result_gap_ms": round(self.max_result_gap_ms, 1),
         }
 
 

@@ -41,6 +41,10 @@ def _detector_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keyframe-interval", type=int, help="detect at most every N frames")
 
 
+def _broker_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="MQTT broker of the fleet, mqtt://HOST:PORT (default: none)")
+
+
 def _edge_flags(p: argparse.ArgumentParser, source_required: bool) -> None:
     g = p.add_argument_group("edge")
     g.add_argument(
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--port", type=int, help="HTTP port (default 8000)")
     worker.add_argument("--id", help="worker id (default host-port)")
     worker.add_argument("--max-streams", type=int, help="refuse streams past this (default 8)")
+    _broker_flag(worker)
 
     bench = sub.add_parser(
         "bench",
@@ -150,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(edge)
     _edge_flags(edge, source_required=True)
-    edge.add_argument("--worker", help="worker base URL (default http://127.0.0.1:8000)")
+    edge.add_argument(
+        "--worker",
+        help="worker base URL (default http://127.0.0.1:8000), or 'auto': the least-loaded "
+        "live worker of the fleet (needs --broker), failing over when it dies",
+    )
+    _broker_flag(edge)
 
     from mobieye.models_cli import add_models_parser
 
@@ -177,6 +187,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "id": ("worker", "id"),
         "max_streams": ("worker", "max_streams"),
         "log_level": ("log_level",),
+        "broker": ("mqtt", "broker"),
     }
     out: dict[str, Any] = {}
     for attr, path in mapping.items():

@@ -167,6 +167,9 @@ class WorkerConfig(_Section):
         default=4, ge=1, le=64, description="Keyframes of different streams per detector call."
     )
     id: str | None = Field(default=None, description="Worker id (default: host-port).")
+    advertise_url: str | None = Field(
+        default=None, description="Signalling URL announced over MQTT (default: host and port)."
+    )
     cv_threads: int = Field(
         default=1,
         ge=1,
@@ -183,6 +186,9 @@ class EdgeConfig(_Section):
     worker_url: str = "http://127.0.0.1:8000"
     stream_id: str | None = None
     reconnect_s: float = Field(default=1.0, gt=0, description="Wait before reopening a source.")
+    result_timeout_s: float = Field(
+        default=2.0, gt=0, le=600, description="No results this long: the worker is lost."
+    )
 
 
 class MqttConfig(_Section):

@@ -133,6 +133,17 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"edge": edge})
     source = open_source(settings)  # a bad source fails before the worker starts
 
+    broker = None
+    if not settings.mqtt.broker:
+        # The single-machine demo stays one command: an embedded broker on 127.0.0.1.
+        from mobieye.mqtt.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        url_mqtt = await broker.start()
+        settings = settings.model_copy(
+            update={"mqtt": settings.mqtt.model_copy(update={"broker": url_mqtt})}
+        )
+        log.info("embedded MQTT broker at %s", url_mqtt)
     with tempfile.TemporaryDirectory(prefix="mobieye-demo-") as tmp:
         proc = start_worker(settings, port, Path(tmp))
         try:
@@ -150,6 +161,8 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             report = await agent.run(args.duration)
         finally:
             await asyncio.to_thread(stop_worker, proc)
+            if broker is not None:
+                await broker.stop()
     print_summary(report)
     if args.report:
         print(f"report written to {args.report}", file=sys.stderr)

@@ -103,7 +103,8 @@ class WorkerStats(_Msg):
 
 
 class Control(_Msg):
-    """Edge -> worker: the controller's choices for this stream (absent: unchanged)."""
+    """Edge -> worker: the controller's choices for this stream (absent: unchanged).
+    Worker -> edge: an operator's command (``sla_ms``)."""
 
     type: Literal["control"] = "control"
     model: str | None = Field(default=None, max_length=256)
@@ -113,6 +114,8 @@ class Control(_Msg):
     fps: float | None = Field(default=None, gt=0, le=240)
     max_width: int | None = Field(default=None, ge=16)
     bitrate_kbps: int | None = Field(default=None, ge=1)
+    # Worker -> edge: an operator's new latency target (MQTT command) for the edge's controller.
+    sla_ms: float | None = Field(default=None, ge=10, le=60_000)
     reason: str = Field(default="", max_length=500)
 
 

@@ -1,0 +1,129 @@
+"""The worker's place in the fleet: its retained state (with a last will), stream stats, object
+events, and commands (``.../set``) with the resulting state mirrored on ``.../state``.
+
+Everything goes through ``MqttLink``, which queues while the broker is away and reconnects on
+its own: a broker outage never stops a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from mobieye.config import Settings
+from mobieye.errors import MobiEyeError
+from mobieye.mqtt import (
+    Command,
+    MqttLink,
+    ObjectEvent,
+    StreamStats,
+    WorkerState,
+    parse_payload,
+    topics,
+)
+
+if TYPE_CHECKING:
+    from cloud_worker.app import WorkerState as AppState
+
+log = logging.getLogger(__name__)
+
+
+def advertised_url(settings: Settings) -> str:
+    if settings.worker.advertise_url:
+        return settings.worker.advertise_url
+    host = settings.worker.host
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostbyname(socket.gethostname())
+    return f"http://{host}:{settings.worker.port}"
+
+
+class FleetPresence:
+    def __init__(self, settings: Settings, state: AppState) -> None:
+        self.settings = settings
+        self.state = state
+        self.prefix = settings.mqtt.prefix
+        self.worker_id = state.worker_id
+        self.url = advertised_url(settings)
+        offline = WorkerState.offline(self.worker_id).model_dump_json().encode()
+        self._state_topic = topics.worker_state(self.prefix, self.worker_id)
+        self.link = MqttLink(
+            settings.mqtt, f"mobieye-worker-{self.worker_id}-{os.getpid()}",
+            will=(self._state_topic, offline, True),
+        )  # fmt: skip
+        self._task: asyncio.Task[None] | None = None
+        self._busy_before = 0.0
+        self._tick_before = time.monotonic()
+
+    async def start(self) -> None:
+        await self.link.subscribe(topics.worker_set(self.prefix, self.worker_id), self._on_command)
+        await self.link.subscribe(topics.all_stream_sets(self.prefix), self._on_command)
+        await self.link.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        offline = WorkerState.offline(self.worker_id)
+        await self.link.stop(final=[(self._state_topic, offline.model_dump_json().encode(), True)])
+
+    def publish_event(self, event: ObjectEvent) -> None:
+        self.link.publish(topics.events(self.prefix), event)
+
+    def _load(self) -> float:
+        pool = self.state.pool
+        now = time.monotonic()
+        busy = pool.busy_s if pool is not None else 0.0
+        span = max(1e-6, now - self._tick_before)
+        detector = (busy - self._busy_before) / span
+        self._busy_before, self._tick_before = busy, now
+        capacity = self.settings.worker.max_streams
+        return round(max(detector, len(self.state.sessions) / capacity), 3)
+
+    def worker_state(self) -> WorkerState:
+        return WorkerState(
+            id=self.worker_id,
+            status="online",
+            url=self.url,
+            models=list(self.state.detectors),
+            capacity=self.settings.worker.max_streams,
+            streams=len(self.state.sessions),
+            load=self._load(),
+            updated=time.time(),
+        )
+
+    async def _run(self) -> None:
+        period = self.settings.mqtt.stats_period_s
+        while True:
+            if self.state.pool is not None:  # announce only once streams can be served
+                self.link.publish(self._state_topic, self.worker_state(), retain=True)
+            for session in list(self.state.sessions.values()):
+                stats: StreamStats = session.stream_stats(self.worker_id)
+                self.link.publish(topics.stream_stats(self.prefix, session.stream_id), stats)
+            await asyncio.sleep(period)
+
+    async def _on_command(self, topic: str, payload: bytes) -> None:
+        try:
+            command = parse_payload(Command, payload, topic)
+        except MobiEyeError as exc:
+            log.warning("ignoring command on %s: %s", topic, exc)
+            return
+        parsed = topics.parse(topic, self.prefix)
+        if parsed is None:
+            return
+        kind, target = parsed.kind, parsed.id
+        sessions = (
+            list(self.state.sessions.values())
+            if kind == "worker_set"
+            else [s for s in self.state.sessions.values() if s.stream_id == target]
+        )
+        for session in sessions:
+            applied = await session.apply_command(command, self.worker_id)
+            self.link.publish(
+                topics.stream_state(self.prefix, session.stream_id), applied, retain=True
+            )
+        log.info("command on %s applied to %d stream(s): %s", topic, len(sessions),
+                 command.model_dump(exclude_none=True))  # fmt: skip

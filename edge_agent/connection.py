@@ -1,0 +1,117 @@
+"""One WebRTC session from the edge to one worker: offer, answer, data channel, health.
+
+The edge agent keeps its capture running across sessions; when a worker dies it opens a new
+session to another one (failover) with a fresh track that reads the same frame slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from mobieye.config import Settings
+from mobieye.errors import SignallingError
+from mobieye.webrtc import prefer_codec, rtc_configuration
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRefused(SignallingError):
+    """The worker answered but won't take the stream (at capacity, loading, bad offer)."""
+
+
+async def post_offer(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+    """Signal through the worker's POST /offer; errors say which worker and why."""
+    endpoint = url.rstrip("/") + "/offer"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
+            response = await client.post(endpoint, json=payload)
+    except httpx.HTTPError as exc:
+        raise SignallingError(f"cannot reach worker at {endpoint}: {exc!r}") from exc
+    if response.status_code != 200:
+        try:
+            reason = response.json().get("error", response.text)
+        except ValueError:
+            reason = response.text
+        raise WorkerRefused(
+            f"worker {endpoint} refused the stream ({response.status_code}): {reason}"
+        )
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@dataclass
+class Connection:
+    url: str
+    pc: RTCPeerConnection
+    channel: RTCDataChannel
+    stream_id: str | None = None
+    worker_id: str | None = None
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    lost_reason: str = ""
+
+    def mark_lost(self, reason: str) -> None:
+        if not self.lost.is_set():
+            self.lost_reason = reason
+            self.lost.set()
+
+    def send(self, text: str) -> None:
+        if self.channel.readyState == "open":
+            self.channel.send(text)
+
+    async def bytes_sent(self) -> int:
+        total = 0
+        for sender in self.pc.getSenders():
+            with contextlib.suppress(Exception):
+                for s in (await sender.getStats()).values():
+                    if getattr(s, "type", "") == "outbound-rtp":
+                        total += int(getattr(s, "bytesSent", 0) or 0)
+        return total
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+
+
+async def connect(
+    settings: Settings,
+    url: str,
+    track: MediaStreamTrack,
+    on_open: Callable[[], None],
+    on_message: Callable[[str | bytes], None],
+) -> Connection:
+    """Offer a stream to the worker at ``url``; SignallingError (WorkerRefused) on failure."""
+    pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
+    channel = pc.createDataChannel("mobieye", ordered=True)
+    conn = Connection(url, pc, channel)
+    channel.on("open", on_open)
+    channel.on("message", on_message)
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    prefer_codec(transceiver, "video", settings.webrtc.codec)
+
+    @pc.on("connectionstatechange")
+    def _state() -> None:
+        log.info("connection to %s %s", url, pc.connectionState)
+        if pc.connectionState in ("failed", "closed"):
+            conn.mark_lost(f"WebRTC connection {pc.connectionState}")
+
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await post_offer(
+            url, {"sdp": pc.localDescription.sdp, "type": "offer",
+                  "stream_id": settings.edge.stream_id},
+        )  # fmt: skip
+        conn.stream_id = answer.get("stream_id")
+        conn.worker_id = answer.get("worker_id")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
