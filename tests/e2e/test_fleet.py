@@ -117,3 +117,46 @@ def test_broker_restart_mid_run_loses_no_stream(
     r = json.loads(report.read_text())
     assert r["failovers"] == 0
     assert r["frames_with_result"] / r["frames_captured"] >= 0.9
+
+
+@pytest.mark.asyncio
+async def test_commands_are_applied_and_mirrored_and_events_flow(
+    broker: MosquittoProcess, model_path: Path, pedestrian_clip: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from mobieye.config import MqttConfig
+    from mobieye.mqtt import MqttLink, ObjectEvent, StreamState, WorkerState, parse_payload
+
+    proc, url = start_worker(model_path, broker.url, "w-cmd")
+    link = MqttLink(MqttConfig(broker=broker.url), "test-observer")
+    seen: dict[str, list[bytes]] = {"events": [], "state": [], "workers": []}
+
+    async def keep(kind: str, _topic: str, payload: bytes) -> None:
+        seen[kind].append(payload)
+
+    await link.subscribe("mobieye/events", lambda t, p: keep("events", t, p))
+    await link.subscribe("mobieye/streams/+/state", lambda t, p: keep("state", t, p))
+    await link.subscribe("mobieye/workers/+/state", lambda t, p: keep("workers", t, p))
+    await link.start()
+    edge = start_edge(pedestrian_clip, broker.url, tmp_path / "e.json", duration=8)
+    try:
+        await asyncio.sleep(3)
+        link.publish("mobieye/streams/nope/set", b"{not json")  # garbage: ignored
+        link.publish("mobieye/workers/w-cmd/set", b'{"keyframe_interval": 3, "bogus": 1}')
+        link.publish("mobieye/workers/w-cmd/set", b'{"keyframe_interval": 3, "sla_ms": 150}')
+        await asyncio.sleep(2)
+        assert proc.poll() is None
+        assert await asyncio.to_thread(edge.wait, 60) == 0
+    finally:
+        await link.stop()
+        stop(proc)
+        stop(edge)
+    workers = [parse_payload(WorkerState, p) for p in seen["workers"] if p]
+    assert any(w.id == "w-cmd" and w.status == "online" and w.url == url for w in workers)
+    states = [parse_payload(StreamState, p) for p in seen["state"] if p]
+    assert states, "the command's result is mirrored on the stream's state"
+    assert states[-1].keyframe_interval == 3 and states[-1].sla_ms == 150
+    events = [parse_payload(ObjectEvent, p) for p in seen["events"]]
+    assert any(e.type == "new" and e.label == "person" for e in events)
+    assert any(e.type == "end" for e in events)
