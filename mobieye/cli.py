@@ -123,7 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="model ladder PATH[@IMGSZ],... least accurate first (default: config ladder, "
         "else --model, else the models in the shared data)",
     )
-    bench.add_argument("--streams", type=int, default=1, help="concurrent edge agents (default 1)")
+    bench.add_argument(
+        "--streams",
+        default="1",
+        help="concurrent edge agents (default 1); N,N,... sweeps and reports the capacity",
+    )
+    bench.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the streams (default 1)"
+    )
+    bench.add_argument(
+        "--capacity-p95",
+        type=float,
+        default=150.0,
+        help="p95 latency a stream count must hold to count as sustained (default 150 ms)",
+    )
     bench.add_argument(
         "--link",
         default="loopback",

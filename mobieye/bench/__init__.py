@@ -75,6 +75,19 @@ def _check_link(link: str) -> None:
         raise MobiEyeError(str(exc)) from exc
 
 
+def capacity(sweep: list[dict[str, Any]], p95_ms: float, min_f1: float = 0.9) -> dict[str, int]:
+    """Per mode, the most streams whose F1 vs oracle and p95 latency both held."""
+    out: dict[str, int] = {}
+    for point in sweep:
+        for mode, m in point["modes"].items():
+            p95 = m["latency_ms"]["p95"]
+            ok = m["f1_vs_oracle"] >= min_f1 and p95 is not None and p95 <= p95_ms
+            out.setdefault(mode, 0)
+            if ok:
+                out[mode] = max(out[mode], point["streams"])
+    return out
+
+
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     video = Path(args.video)
     if not video.is_file():
@@ -85,6 +98,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         raise MobiEyeError(
             f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(MODE_NAMES)}"
         )
+    try:
+        counts = sorted({int(n) for n in str(args.streams).split(",")})
+    except ValueError as exc:
+        raise MobiEyeError(f"--streams takes N or N,N,...: {args.streams!r}") from exc
+    if not counts or counts[0] < 1 or args.workers < 1:
+        raise MobiEyeError("--streams and --workers must be at least 1")
     n_frames, width, height, _ = video_info(video)
     gt = load_mot_gt(Path(args.gt), n_frames, width, height) if args.gt else None
     _check_link(args.link)
@@ -105,7 +124,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "video": str(video),
         "gt": args.gt,
-        "streams": args.streams,
+        "streams": counts[0] if len(counts) == 1 else counts,
+        "workers": args.workers,
         "link": args.link,
         "sla_ms": sla,
         "min_score": args.min_score,
@@ -121,25 +141,48 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         )
 
     with _topology(args.link) as topology:
-        for mode in modes:
-            _note(f"{mode}: {args.streams} stream(s) for {args.duration:.0f} s over {args.link}")
-            run = asyncio.run(
-                run_mode(
-                    mode_settings(settings, mode, ladder, args.fixed_interval),
-                    mode, topology, video, args.duration, args.streams,
+        for n in counts:
+            runs: dict[str, Any] = {}
+            for mode in modes:
+                _note(
+                    f"{mode}: {n} stream(s) on {args.workers} worker(s) for "
+                    f"{args.duration:.0f} s over {args.link}"
                 )
-            )  # fmt: skip
-            m = score_mode(run, oracle, gt, sla, args.min_score)
-            result["modes"][mode] = m
-            lat = m["latency_ms"]
-            _note(
-                f"  {mode}: F1 vs oracle {m['f1_vs_oracle']:.3f}, p95 {lat['p95']} ms, "
-                f"SLA misses {m['sla_miss_ratio']:.1%}, detector {m['detector_fraction']}, "
-                f"uplink {m['uplink_kbps']} kbps"
-            )
+                run = asyncio.run(
+                    run_mode(
+                        mode_settings(settings, mode, ladder, args.fixed_interval),
+                        mode, topology, video, args.duration, n, args.workers,
+                    )
+                )  # fmt: skip
+                m = score_mode(run, oracle, gt, sla, args.min_score)
+                runs[mode] = m
+                lat = m["latency_ms"]
+                _note(
+                    f"  {mode}: F1 vs oracle {m['f1_vs_oracle']:.3f}, p95 {lat['p95']} ms, "
+                    f"SLA misses {m['sla_miss_ratio']:.1%}, detector {m['detector_fraction']}, "
+                    f"uplink {m['uplink_kbps']} kbps"
+                )
+            if len(counts) == 1:
+                result["modes"] = runs
+            else:
+                result.setdefault("sweep", []).append({"streams": n, "modes": runs})
+    if len(counts) > 1:
+        result["capacity"] = capacity(result["sweep"], args.capacity_p95)
+        result["modes"] = result["sweep"][-1]["modes"]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     md = markdown(result)
+    if "sweep" in result:
+        md = "".join(
+            markdown({**result, "streams": point["streams"], "modes": point["modes"]})
+            for point in result["sweep"]
+        )
+        md += (
+            f"\nStreams sustained (F1 vs oracle >= 0.9, p95 <= {args.capacity_p95:.0f} ms) on "
+            f"{args.workers} worker(s): "
+            + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
+            + "\n"
+        )
     if args.components:
         md += "\n" + "\n".join(components_markdown(result["components"])) + "\n"
     stem = out.with_suffix("")

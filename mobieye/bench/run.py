@@ -97,25 +97,33 @@ async def run_mode(
     video: Path,
     duration_s: float,
     streams: int,
+    workers: int = 1,
 ) -> ModeRun:
-    port = free_port() if topology.loopback else 8000
-    url = f"http://{topology.worker_host}:{port}"
-    worker_cfg = settings.model_dump(mode="json", exclude={"edge"})
-    worker_cfg["worker"].update(host=topology.worker_host, port=port, max_streams=max(8, streams))
-    worker_cfg["webrtc"]["loopback_only"] = topology.loopback
+    """``streams`` edge agents spread round-robin over ``workers`` worker processes."""
+    ports = [free_port() if topology.loopback else 8000 + w for w in range(workers)]
+    urls = [f"http://{topology.worker_host}:{port}" for port in ports]
     with tempfile.TemporaryDirectory(prefix=f"mobieye-bench-{mode}-") as tmp_name:
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o755)
-        (tmp / "worker.yaml").write_text(yaml.safe_dump(worker_cfg))
-        env = {**_env(), "MOBIEYE_CONFIG": str(tmp / "worker.yaml")}
-        worker = topology.popen_worker([sys.executable, "-m", "cloud_worker"], env)
+        procs: list[subprocess.Popen[bytes]] = []
         agents: list[subprocess.Popen[bytes]] = []
         try:
-            await _wait_healthy(topology, url, worker)
-            cpu_before = cpu_seconds(worker.pid)
+            for w, port in enumerate(ports):
+                cfg = settings.model_dump(mode="json", exclude={"edge"})
+                cfg["worker"].update(
+                    host=topology.worker_host, port=port, max_streams=max(8, streams),
+                    id=f"bench-{w}",
+                )  # fmt: skip
+                cfg["webrtc"]["loopback_only"] = topology.loopback
+                (tmp / f"worker{w}.yaml").write_text(yaml.safe_dump(cfg))
+                env = {**_env(), "MOBIEYE_CONFIG": str(tmp / f"worker{w}.yaml")}
+                procs.append(topology.popen_worker([sys.executable, "-m", "cloud_worker"], env))
+            for proc, url in zip(procs, urls, strict=True):
+                await _wait_healthy(topology, url, proc)
+            cpu_before = [cpu_seconds(p.pid) for p in procs]
             for i in range(streams):
                 edge_cfg = settings.model_dump(mode="json")
-                edge_cfg["edge"].update(worker_url=url, stream_id=f"{mode}-{i}")
+                edge_cfg["edge"].update(worker_url=urls[i % workers], stream_id=f"{mode}-{i}")
                 edge_cfg["webrtc"]["loopback_only"] = topology.loopback
                 spec = {"settings": edge_cfg, "video": str(video), "duration": duration_s}
                 (tmp / f"spec{i}.json").write_text(json.dumps(spec))
@@ -123,11 +131,12 @@ async def run_mode(
                 argv += [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")]
                 agents.append(topology.popen_edge(argv, _env()))
             codes = [await asyncio.to_thread(a.wait) for a in agents]
-            cpu_s = cpu_seconds(worker.pid) - cpu_before
+            cpu_s = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         finally:
             for a in agents:
                 _stop(a)
-            await asyncio.to_thread(_stop, worker)
+            for proc in procs:
+                await asyncio.to_thread(_stop, proc)
         if any(codes):
             raise MobiEyeError(f"{mode}: edge agents exited with {codes}")
         outs = [json.loads((tmp / f"out{i}.json").read_text()) for i in range(streams)]

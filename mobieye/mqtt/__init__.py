@@ -1,0 +1,32 @@
+"""MQTT for the fleet: topic names, payload models, a resilient client link and test brokers."""
+
+from mobieye.mqtt.client import BrokerAddress, MqttLink, check_connect, parse_broker_url
+from mobieye.mqtt.errors import BrokerError, PayloadError, TopicError
+from mobieye.mqtt.payloads import (
+    Command,
+    LatencyMs,
+    ObjectEvent,
+    StreamState,
+    StreamStats,
+    WorkerState,
+    parse_payload,
+    worker_will,
+)
+
+__all__ = [
+    "BrokerAddress",
+    "BrokerError",
+    "Command",
+    "LatencyMs",
+    "MqttLink",
+    "ObjectEvent",
+    "PayloadError",
+    "StreamState",
+    "StreamStats",
+    "TopicError",
+    "WorkerState",
+    "check_connect",
+    "parse_broker_url",
+    "parse_payload",
+    "worker_will",
+]

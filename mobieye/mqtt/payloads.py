@@ -1,0 +1,157 @@
+"""The JSON payloads on MobiEye's MQTT topics, as strict pydantic models.
+
+Incoming payloads ignore unknown fields (a newer peer may add some) but never coerce types;
+commands refuse unknown fields, so a typo is answered with a reason instead of silently doing
+nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mobieye.mqtt import topics
+from mobieye.mqtt.errors import PayloadError
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", max_length=topics.MAX_ID_LENGTH)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class WorkerState(Payload):
+    """Retained on ``P/workers/<id>/state``; the last will sets it to ``offline(id)``."""
+
+    id: Id
+    status: Literal["online", "offline"]
+    url: str | None = Field(default=None, description="Signalling base URL (POST url/offer).")
+    models: list[str] = Field(default_factory=list)
+    capacity: int = Field(default=0, ge=0, description="Most streams this worker takes.")
+    streams: int = Field(default=0, ge=0, description="Streams it serves now.")
+    load: NonNegative = Field(
+        default=0.0, description="0..1 and beyond: detector busy fraction or streams/capacity."
+    )
+    cpu: NonNegative | None = Field(default=None, description="Process CPU use, 1.0 = one core.")
+    updated: NonNegative = Field(default_factory=_now, description="Unix time of this state.")
+
+    @classmethod
+    def offline(cls, worker_id: str) -> WorkerState:
+        return cls(id=worker_id, status="offline")
+
+    @property
+    def has_room(self) -> bool:
+        return self.status == "online" and self.streams < self.capacity
+
+
+class LatencyMs(Payload):
+    p50: NonNegative
+    p95: NonNegative
+
+
+class StreamStats(Payload):
+    """Published every ``mqtt.stats_period_s`` on ``P/streams/<id>/stats`` (not retained)."""
+
+    stream: Id
+    worker: Id
+    fps: NonNegative
+    latency_ms: LatencyMs | None = None
+    model: str | None = None
+    keyframe_interval: int | None = Field(default=None, ge=1)
+    detector_fraction: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    uplink_kbps: NonNegative | None = None
+    damaged_frames: int = Field(default=0, ge=0)
+    updated: NonNegative = Field(default_factory=_now)
+
+
+class StreamState(Payload):
+    """Retained on ``P/streams/<id>/state``: the settings in force, mirroring ``.../set``."""
+
+    stream: Id
+    worker: Id
+    status: Literal["live", "ended"] = "live"
+    model: str | None = None
+    sla_ms: NonNegative | None = None
+    keyframe_interval: int | None = Field(default=None, ge=1)
+    updated: NonNegative = Field(default_factory=_now)
+
+
+class ObjectEvent(Payload):
+    """On ``P/events``: one tracked object appeared, moved or left."""
+
+    type: Literal["new", "update", "end"]
+    stream: Id
+    track_id: int = Field(ge=0)
+    label: str
+    box: list[float] = Field(
+        min_length=4, max_length=4, description="x1, y1, x2, y2 normalised to the frame size."
+    )
+    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    ts: NonNegative
+
+    @field_validator("box")
+    @classmethod
+    def _finite_box(cls, v: list[float]) -> list[float]:
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError("box coordinates must be finite")
+        if v[0] > v[2] or v[1] > v[3]:
+            raise ValueError("box must be x1 <= x2 and y1 <= y2")
+        return v
+
+
+class Command(Payload):
+    """On ``P/workers/<id>/set`` or ``P/streams/<id>/set``; unknown fields are refused."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    model: str | None = Field(default=None, min_length=1)
+    sla_ms: float | None = Field(default=None, ge=10, le=60_000, allow_inf_nan=False)
+    keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> Command:
+        if self.model is None and self.sla_ms is None and self.keyframe_interval is None:
+            raise ValueError("a command must set at least one of model, sla_ms, keyframe_interval")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        out.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return out
+
+
+def parse_payload(model_cls: type[M], raw: bytes | str, topic: str | None = None) -> M:
+    """Validate a JSON payload; raise PayloadError naming the topic and every problem."""
+    try:
+        return model_cls.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = describe_problems(exc)
+        where = topic if topic is not None else "(unknown topic)"
+        raise PayloadError(
+            f"bad {model_cls.__name__} payload on {where}: {'; '.join(problems)}",
+            topic=topic,
+            problems=problems,
+        ) from None
+
+
+def worker_will(prefix: str, worker_id: str) -> tuple[str, bytes, bool]:
+    """The last will for a worker's link: its state topic, set offline, retained."""
+    payload = WorkerState.offline(worker_id).model_dump_json(include={"id", "status"})
+    return topics.worker_state(prefix, worker_id), payload.encode(), True
