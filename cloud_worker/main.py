@@ -13,6 +13,7 @@ import uvicorn
 from cloud_worker.app import create_app
 from mobieye.config import Settings
 from mobieye.detector import Detector, UltralyticsDetector
+from mobieye.mqtt.preflight import check_broker
 from mobieye.webrtc import (
     confine_to_loopback,
     install_low_latency_jitter_buffer,
@@ -51,6 +52,8 @@ def worker_id_for(settings: Settings) -> str:
 async def serve_worker(settings: Settings) -> int:
     """Serve until stopped; returns the process exit code (1 when the model fails to load)."""
     detectors = build_detectors(settings)  # raises ModelError before serving
+    if settings.mqtt.broker:
+        await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)

@@ -14,6 +14,7 @@ from edge_agent.directory import WorkerDirectory
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
 from mobieye.errors import ConfigError, SourceError
+from mobieye.mqtt.preflight import check_broker
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def run_edge(settings: Settings, args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--worker auto needs the fleet's broker: pass --broker mqtt://HOST:PORT"
             )
+        await check_broker(settings.mqtt)
         directory = WorkerDirectory(settings.mqtt, f"mobieye-edge-{os.getpid()}")
     agent = EdgeAgent(settings, source, outputs_from(args, status=True), directory)
     report = await agent.run(args.duration)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
 import os
 import shutil
@@ -71,8 +70,8 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
-        broker = Broker(config)
         try:
+            broker = Broker(config)
             await broker.start()
         except Exception as exc:
             raise BrokerError(
@@ -208,8 +207,6 @@ class MosquittoProcess:
         lines = [
             f"listener {self.port} {LOOPBACK}",
             "persistence false",
-            # Run as root, Mosquitto would switch to user 'mosquitto', who cannot read our files.
-            f"user {getpass.getuser()}",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
@@ -217,6 +214,9 @@ class MosquittoProcess:
             "log_type information",
             "connection_messages true",
         ]
+        if os.geteuid() == 0:
+            # Run as root, Mosquitto switches to user 'mosquitto', who cannot read our files.
+            lines.append("user root")
         if self.certfile is not None and self.keyfile is not None:
             lines += [f"certfile {Path(self.certfile).resolve()}"]
             lines += [f"keyfile {Path(self.keyfile).resolve()}"]
@@ -234,6 +234,7 @@ class MosquittoProcess:
             )
             if done.returncode != 0:
                 raise BrokerError(f"mosquitto_passwd failed: {done.stderr.strip()}")
+            passwd.chmod(0o600)  # newer Mosquitto refuses password files others can read
             lines += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             lines += ["allow_anonymous true"]

@@ -30,7 +30,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -172,6 +172,21 @@ class _PahoLog(logging.LoggerAdapter[logging.Logger]):
 def _client_logger() -> logging.Logger:
     # aiomqtt wants a Logger; the adapter provides every method aiomqtt and paho call.
     return cast(logging.Logger, _PahoLog(logging.getLogger("mobieye.mqtt.paho")))
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's Client without one race (aiomqtt 2.5): a disconnect that lands between the
+    CONNACK and the end of ``__aenter__`` (e.g. another process connecting with our client id)
+    is forgotten when ``__aenter__`` resets its future, leaving a dead client that looks
+    connected. Carry it over, so the receiver sees the loss at once."""
+
+    async def __aenter__(self) -> Self:
+        first = self._disconnected
+        await super().__aenter__()
+        if self._disconnected is not first and first.done() and not first.cancelled():
+            exc = first.exception()  # retrieving it also silences "never retrieved"
+            self._disconnected.set_exception(exc or MqttError("disconnected while connecting"))
+        return self
 
 
 def _drop_oldest_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
@@ -467,7 +482,7 @@ class MqttLink:
         if self._will is not None:
             topic, payload, retain = self._will
             will = aiomqtt.Will(topic, payload, qos=1, retain=retain)
-        return aiomqtt.Client(
+        return _Client(
             self.address.host,
             self.address.port,
             username=self.cfg.username,
@@ -483,22 +498,24 @@ class MqttLink:
         )
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         attempts = 0  # consecutive failures, for the backoff
         refusals = 0  # consecutive failed connects, for quieting the log
         while not self._stopping:
             session_started = False
+            connected_at = 0.0
             error: Exception
             try:
                 client = self._make_client()
                 async with client:
-                    session_started = True
+                    session_started, connected_at = True, loop.time()
                     log.info(
                         "MQTT link %s %s to %s",
                         self.client_id,
                         "reconnected" if self.last_error else "connected",
                         self.address,
                     )
-                    attempts = refusals = 0
+                    refusals = 0
                     self.last_error = None
                     self._client = client
                     await self._session(client)
@@ -511,10 +528,16 @@ class MqttLink:
                 self._connected.clear()
             if self._stopping:
                 return
+            if session_started and loop.time() - connected_at > self._backoff[1]:
+                attempts = 0
+            # else: sessions that die at once (e.g. two processes sharing a client id, each
+            # kicking the other off) keep backing off instead of reconnecting twice a second.
             attempts += 1
             delay = self._delay(attempts)
             if session_started:
                 message = f"lost the connection to MQTT broker {self.address}"
+                if loop.time() - connected_at < 0.25:
+                    message += f" right after connecting (is client id {self.client_id!r} in use?)"
                 if not isinstance(error, MqttError):
                     log.error("MQTT link %s failed", self.client_id, exc_info=error)
                 else:

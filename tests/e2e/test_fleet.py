@@ -160,3 +160,15 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
     events = [parse_payload(ObjectEvent, p) for p in seen["events"]]
     assert any(e.type == "new" and e.label == "person" for e in events)
     assert any(e.type == "end" for e in events)
+
+
+def test_wrong_broker_credentials_stop_the_worker_with_a_clear_message(model_path: Path) -> None:
+    with MosquittoProcess(username="fleet", password="right") as secured:
+        r = subprocess.run(
+            [sys.executable, "-m", "cloud_worker", "--port", "0", "--model", str(model_path),
+             "--broker", secured.url],
+            env={**os.environ, "MOBIEYE_MQTT__USERNAME": "fleet", "MOBIEYE_MQTT__PASSWORD": "wrong"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "refused the credentials of user 'fleet'" in r.stderr

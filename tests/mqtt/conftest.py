@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -42,9 +42,10 @@ def mosquitto_auth() -> Iterator[MosquittoProcess]:
         broker.close()
 
 
-async def wait_until(predicate: object, timeout_s: float = 5.0, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "condition"
+) -> None:
     """Poll ``predicate()`` until true; fail the test after ``timeout_s``."""
-    assert callable(predicate)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not predicate():

@@ -80,6 +80,10 @@ async def test_round_trip(mosquitto: MosquittoProcess) -> None:
     pub.publish(topics.events(P), event)
     await wait_until(lambda: got, what="the event")
     assert got == [event]
+    # publish() is also safe from another thread (e.g. a detector's executor).
+    await asyncio.to_thread(pub.publish, topics.events(P), event.model_copy(update={"type": "end"}))
+    await wait_until(lambda: len(got) == 2, what="the event from a thread")
+    assert got[1].type == "end"
     await pub.stop()
     await sub.stop()
     assert not sub.connected.is_set()
