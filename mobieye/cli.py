@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_flags(bench)
     bench.add_argument("--video", required=True, help="clip to stream (looped)")
     bench.add_argument("--gt", help="MOTChallenge gt.txt of the clip (people)")
+    bench.add_argument("--fps", type=float, help="pace the clip at this rate (default: its own)")
     bench.add_argument(
         "--modes",
         default="conventional,fixed,mobieye",

@@ -1,6 +1,7 @@
 """MQTT for the fleet: topic names, payload models, a resilient client link and test brokers."""
 
-from mobieye.mqtt.client import BrokerAddress, MqttLink, check_connect, parse_broker_url
+from mobieye.mqtt.client import MqttLink
+from mobieye.mqtt.connection import BrokerAddress, check_connect, parse_broker_url
 from mobieye.mqtt.errors import BrokerError, PayloadError, TopicError
 from mobieye.mqtt.payloads import (
     Command,
