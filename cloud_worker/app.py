@@ -50,6 +50,7 @@ class WorkerState:
     load_error: str | None = None
     sessions: dict[str, StreamSession] = field(default_factory=dict)
     recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
+    fleet: FleetPresence | None = None
     _counter: int = 0
 
     @property
@@ -59,6 +60,8 @@ class WorkerState:
     def forget(self, session: StreamSession) -> None:
         self.sessions.pop(session.stream_id, None)
         self.recent.append(session.summary())
+        if self.fleet is not None:
+            self.fleet.stream_ended(session.stream_id)
 
     def new_stream_id(self, wanted: str | None) -> str:
         self._counter += 1
@@ -116,19 +119,16 @@ def create_app(
             for session in list(state.sessions.values()):
                 session.send_stats(len(state.sessions))
 
-    fleet: FleetPresence | None = None
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal fleet
         loader = asyncio.create_task(load())
         stats = asyncio.create_task(publish_stats())
         if settings.mqtt.broker:
-            fleet = FleetPresence(settings, state)
-            await fleet.start()
+            state.fleet = FleetPresence(settings, state)
+            await state.fleet.start()
         yield
-        if fleet is not None:
-            await fleet.stop()
+        if state.fleet is not None:
+            await state.fleet.stop()
         stats.cancel()
         loader.cancel()
         await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
@@ -217,8 +217,8 @@ def create_app(
             worker_id,
             on_closed=state.forget,
         )
-        if fleet is not None:
-            session.on_event = fleet.publish_event
+        if state.fleet is not None:
+            session.on_event = state.fleet.publish_event
         state.sessions[stream_id] = session
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

@@ -70,6 +70,10 @@ class FleetPresence:
         offline = WorkerState.offline(self.worker_id)
         await self.link.stop(final=[(self._state_topic, offline.model_dump_json().encode(), True)])
 
+    def stream_ended(self, stream_id: str) -> None:
+        """Clear the stream's retained state, or every reconnect would announce it again."""
+        self.link.publish(topics.stream_state(self.prefix, stream_id), b"", retain=True)
+
     def publish_event(self, event: ObjectEvent) -> None:
         self.link.publish(topics.events(self.prefix), event)
 

@@ -38,9 +38,7 @@ from pydantic import BaseModel
 
 from mobieye.config import MqttConfig
 from mobieye.errors import MobiEyeError
-from mobieye.mqtt.connection import (
-    BrokerAddress as BrokerAddress,  # re-exported: callers import these from here too
-)
+from mobieye.mqtt.connection import BrokerAddress as BrokerAddress  # re-exported
 from mobieye.mqtt.connection import (
     LinkClient,
     client_logger,
@@ -50,9 +48,7 @@ from mobieye.mqtt.connection import (
     parse_broker_url,
     tls_context,
 )
-from mobieye.mqtt.connection import (
-    check_connect as check_connect,
-)
+from mobieye.mqtt.connection import check_connect as check_connect  # re-exported
 from mobieye.mqtt.errors import BrokerError
 
 log = logging.getLogger("mobieye.mqtt")

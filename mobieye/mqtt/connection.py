@@ -101,8 +101,8 @@ def error_detail(exc: BaseException) -> str:
 
 class _PahoLog(logging.LoggerAdapter[logging.Logger]):
     """paho's own lines (e.g. ERROR "failed to receive on socket" on every lost connection)
-    demoted to DEBUG: the link reports each loss or refusal once, itself. aiomqtt's warnings,
-    such as a full incoming queue, keep their level."""
+    demoted to DEBUG: the link reports each loss or refusal once, itself. aiomqtt's own
+    warnings keep their level."""
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         super().log(min(level, logging.DEBUG), msg, *args, **kwargs)

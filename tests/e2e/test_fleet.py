@@ -167,7 +167,8 @@ def test_wrong_broker_credentials_stop_the_worker_with_a_clear_message(model_pat
         r = subprocess.run(
             [sys.executable, "-m", "cloud_worker", "--port", "0", "--model", str(model_path),
              "--broker", secured.url],
-            env={**os.environ, "MOBIEYE_MQTT__USERNAME": "fleet", "MOBIEYE_MQTT__PASSWORD": "wrong"},
+            env={**os.environ, "MOBIEYE_MQTT__USERNAME": "fleet",
+                 "MOBIEYE_MQTT__PASSWORD": "wrong"},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
