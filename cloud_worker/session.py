@@ -225,8 +225,12 @@ class StreamSession:
             self.metrics.stream_bitrate.labels(self.stream_id).set(msg.bitrate_kbps)
         self.metrics.controller.labels(self.stream_id, msg.model or self.processor.model).inc()
         keyframe = None
+        kf = self.processor.keyframe
+        if msg.max_keyframe_interval is not None:
+            top = max(msg.max_keyframe_interval, kf.min_interval)
+            kf = kf.model_copy(update={"max_interval": top, "interval": min(kf.interval, top)})
+            keyframe = kf
         if msg.keyframe_interval is not None:
-            kf = self.processor.keyframe
             interval = min(max(msg.keyframe_interval, kf.min_interval), kf.max_interval)
             keyframe = kf.model_copy(update={"interval": interval})
         try:

@@ -112,6 +112,7 @@ class EdgeController:
             fps=level.fps,
             max_width=level.max_width,
             bitrate_kbps=level.bitrate_kbps,
+            max_keyframe_interval=level.max_keyframe_interval,
             reason=decision.reason,
         )
         self.send(encode(control))

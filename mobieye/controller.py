@@ -5,7 +5,8 @@ A pure function of measured inputs, called about once a second by the edge agent
 * **Model** (MDInference): the budget is the SLA minus the network round trip and the worker's
   queueing; pick the most accurate model whose inference time (mean + one standard deviation)
   fits the budget, else the fastest. A switch needs ``confirm`` consecutive agreeing decisions.
-* **Stream level** (frame rate, resolution, bitrate cap): step to a cheaper level when the
+* **Stream level** (frame rate, resolution, bitrate cap, the keyframe policy's longest
+  interval): step to a cheaper level when the
   measured p95 latency breaks the SLA or results go missing; step back up when there is ample
   headroom. A level is held at least ``min_dwell_s`` (twice that before stepping up) so the
   stream does not flap.
@@ -28,15 +29,16 @@ class Level:
     fps: float
     max_width: int
     bitrate_kbps: int
+    max_keyframe_interval: int  # cheaper levels let the worker detect less often
 
 
 # Best first. Detection needs little bitrate (AccMPEG, AWStream): level 0 is already frugal.
 DEFAULT_LEVELS: tuple[Level, ...] = (
-    Level(30, 640, 350),
-    Level(30, 480, 250),
-    Level(20, 480, 200),
-    Level(15, 416, 150),
-    Level(10, 320, 100),
+    Level(30, 640, 350, 12),
+    Level(30, 480, 250, 14),
+    Level(20, 480, 200, 16),
+    Level(15, 416, 150, 20),
+    Level(10, 320, 100, 24),
 )
 
 

@@ -109,6 +109,7 @@ class Control(_Msg):
     type: Literal["control"] = "control"
     model: str | None = Field(default=None, max_length=256)
     keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
+    max_keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
     # What the edge applied itself, so the worker can export it with the stream's metrics.
     level: int | None = Field(default=None, ge=0, le=100)
     fps: float | None = Field(default=None, gt=0, le=240)

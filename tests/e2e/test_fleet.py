@@ -32,12 +32,13 @@ def broker() -> Iterator[MosquittoProcess]:
 
 
 def start_worker(
-    model: Path, broker_url: str, worker_id: str
+    model: Path, broker_url: str, worker_id: str, max_streams: int = 3
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud_worker", "--id", worker_id, "--port", str(port),
-         "--broker", broker_url, "--model", str(model), "--imgsz", "320", "--max-streams", "3"],
+         "--broker", broker_url, "--model", str(model), "--imgsz", "320",
+         "--max-streams", str(max_streams)],
         env={**os.environ, "MOBIEYE_MQTT__KEEPALIVE_S": "2"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -139,6 +140,9 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
     await link.subscribe("mobieye/streams/+/state", lambda t, p: keep("state", t, p))
     await link.subscribe("mobieye/workers/+/state", lambda t, p: keep("workers", t, p))
     await link.start()
+    # A worker that publishes garbage is skipped by the agents (and logged).
+    link.publish("mobieye/workers/evil/state", b'{"id": "evil", "status": "online", "url": 5}',
+                 retain=True)  # fmt: skip
     edge = start_edge(pedestrian_clip, broker.url, tmp_path / "e.json", duration=8)
     try:
         await asyncio.sleep(3)
@@ -152,7 +156,7 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
         await link.stop()
         stop(proc)
         stop(edge)
-    workers = [parse_payload(WorkerState, p) for p in seen["workers"] if p]
+    workers = [parse_payload(WorkerState, p) for p in seen["workers"] if p and b"evil" not in p]
     assert any(w.id == "w-cmd" and w.status == "online" and w.url == url for w in workers)
     states = [parse_payload(StreamState, p) for p in seen["state"] if p]
     assert states, "the command's result is mirrored on the stream's state"
@@ -160,6 +164,61 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
     events = [parse_payload(ObjectEvent, p) for p in seen["events"]]
     assert any(e.type == "new" and e.label == "person" for e in events)
     assert any(e.type == "end" for e in events)
+    assert json.loads((tmp_path / "e.json").read_text())["worker_id"] == "w-cmd"
+
+
+class ListedWorkers:
+    """The directory's interface over a fixed list: which worker is tried first is the test's."""
+
+    def __init__(self, states: list[object]) -> None:
+        self.states = states
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_for_candidates(self, timeout_s: float) -> bool:
+        return True
+
+    def candidates(self, exclude: set[str] | None = None) -> list[object]:
+        return self.states
+
+    def is_offline(self, worker_id: str) -> bool:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_worker_at_capacity_refuses_and_the_agent_tries_the_next(
+    broker: MosquittoProcess, model_path: Path, pedestrian_clip: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from edge_agent.agent import EdgeAgent, EdgeOutputs
+    from edge_agent.sources import VideoSource, parse_source
+    from mobieye.config import load_settings
+    from mobieye.mqtt import WorkerState
+
+    full, full_url = start_worker(model_path, broker.url, "w-full", max_streams=1)
+    free, free_url = start_worker(model_path, broker.url, "w-free")
+    occupant = start_edge(pedestrian_clip, broker.url, tmp_path / "o.json", 12, worker=full_url)
+    try:
+        for _ in range(100):
+            if active_streams(full_url) == 1:
+                break
+            await asyncio.sleep(0.1)
+        listed = ListedWorkers([
+            WorkerState(id="w-full", status="online", url=full_url, capacity=1),
+            WorkerState(id="w-free", status="online", url=free_url, capacity=3),
+        ])  # fmt: skip
+        settings = load_settings(None, {"edge": {"worker_url": "auto"}})
+        source = VideoSource(parse_source(str(pedestrian_clip)))
+        agent = EdgeAgent(settings, source, EdgeOutputs(), listed)  # type: ignore[arg-type]
+        report = await agent.run(duration_s=3)
+    finally:
+        for proc in (occupant, full, free):
+            stop(proc)
+    assert report["worker_id"] == "w-free"
+    assert report["frames_with_result"] / report["frames_captured"] >= 0.9
 
 
 def test_wrong_broker_credentials_stop_the_worker_with_a_clear_message(model_path: Path) -> None:

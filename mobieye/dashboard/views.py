@@ -1,0 +1,81 @@
+"""The dashboard API's JSON shapes (also its OpenAPI schema at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mobieye.mqtt import LatencyMs, WorkerState
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class WorkerView(WorkerState):
+    """A worker's latest retained state, and when the dashboard last heard it."""
+
+    last_seen: float = Field(description="Unix time this dashboard received the state.")
+    stale: bool = Field(description="Online, but no fresh state for a while.")
+
+
+class StreamView(View):
+    id: str
+    worker: str = Field(description="The worker serving it (from the newest stats).")
+    worker_status: Literal["online", "offline"] | None = Field(
+        description="That worker's status; None if its state was never seen."
+    )
+    fps: float | None = Field(description="Frames per second the worker received.")
+    latency_ms: LatencyMs | None = Field(description="Capture-to-result p50/p95 of the period.")
+    model: str | None
+    keyframe_interval: int | None
+    detector_fraction: float | None = Field(description="Share of frames the detector ran on.")
+    uplink_kbps: float | None = None
+    damaged_frames: int | None = None
+    sla_ms: float | None = Field(default=None, description="Latency target in force.")
+    last_seen: float = Field(description="Unix time of the newest stats or state.")
+    stale: bool = Field(description="No stats for a while, or its worker is offline.")
+
+
+class SeriesPoint(View):
+    t: float = Field(description="Unix time the stats arrived.")
+    fps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    detector_fraction: float
+
+
+class Series(View):
+    stream: str
+    points: list[SeriesPoint] = Field(description="Oldest first.")
+
+
+class ErrorBody(View):
+    error: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class CommandAccepted(View):
+    stream: str
+    topic: str
+    command: dict[str, Any] = Field(description="The command as published.")
+    known: bool = Field(description="Whether the dashboard knows the stream.")
+
+
+class MqttStatus(View):
+    broker: str | None
+    prefix: str
+    connected: bool
+    last_error: str | None
+    dropped_incoming: int
+
+
+class StatusView(View):
+    mqtt: MqttStatus
+    messages: int
+    malformed: int
+    ignored: int
+    last_malformed: str | None
+    workers: int
+    streams: int
