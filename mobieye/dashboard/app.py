@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from mobieye.config import MqttConfig
 from mobieye.dashboard import pages
@@ -29,7 +30,6 @@ from mobieye.dashboard.views import (
 )
 from mobieye.errors import MobiEyeError
 from mobieye.mqtt import Command, MqttLink, ObjectEvent, PayloadError, parse_payload, topics
-from mobieye.mqtt.payloads import describe_problems
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "No or a wrong token."},
     404: {"model": ErrorBody, "description": "Unknown stream."},
 }
+
+
+class ApiError(Exception):
+    """Answered as ``{"error": message, "problems": [...]}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or []
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
@@ -84,6 +94,10 @@ def create_dashboard_app(
     app.state.store = fleet
     app.state.link = link
 
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> Response:
+        return _error(exc.status, exc.message, exc.problems)
+
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail))
@@ -96,8 +110,9 @@ def create_dashboard_app(
         return _error(422, "invalid request: " + "; ".join(problems), problems)
 
     @app.exception_handler(Exception)
-    async def internal_error(_request: Request, exc: Exception) -> Response:
-        log.exception("dashboard request failed", exc_info=exc)
+    async def internal_error(_request: Request, _exc: Exception) -> Response:
+        # Starlette re-raises after this, so the server logs the traceback; the client gets
+        # a reason, never the trace.
         return _error(500, "internal error (see the dashboard's log)")
 
     @app.get("/healthz")
@@ -137,14 +152,14 @@ def create_dashboard_app(
     async def stream(stream_id: str) -> StreamView:
         view = fleet.stream(stream_id)
         if view is None:
-            raise HTTPException(404, _unknown(stream_id))
+            raise ApiError(404, _unknown(stream_id))
         return view
 
     @app.get("/api/streams/{stream_id}/series")
     async def series(stream_id: str) -> Series:
         points = fleet.series(stream_id)
         if points is None:
-            raise HTTPException(404, _unknown(stream_id))
+            raise ApiError(404, _unknown(stream_id))
         return Series(stream=stream_id, points=points)
 
     @app.get("/api/events")
@@ -165,14 +180,14 @@ def create_dashboard_app(
         try:
             topic = topics.stream_set(prefix, stream_id)
         except MobiEyeError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise ApiError(400, str(exc)) from None
         body = await request.body()
         if len(body) > MAX_COMMAND_BYTES:
-            raise HTTPException(413, f"command body over {MAX_COMMAND_BYTES} bytes")
+            raise ApiError(413, f"command body over {MAX_COMMAND_BYTES} bytes")
         try:
             command = parse_payload(Command, body, topic)
         except PayloadError as exc:
-            return _error(422, str(exc), exc.problems)  # type: ignore[return-value]
+            raise ApiError(422, str(exc), exc.problems) from None
         payload = command.model_dump(exclude_none=True)
         # QoS 1: an operator's command should not vanish in a congested link.
         link.publish(topic, command.model_dump_json(exclude_none=True), qos=1)
@@ -194,5 +209,3 @@ def create_dashboard_app(
     app.add_middleware(TokenAuth, token=token)
     return app
 
-
-__all__ = ["create_dashboard_app", "describe_problems"]

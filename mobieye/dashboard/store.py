@@ -67,6 +67,7 @@ class FleetStore:
         self.stale_after_s = stale_after_s
         self.forget_after_s = forget_after_s
         self.max_points = max_points
+        self.max_events = max_events
         self.clock = clock
         self.counters = Counters()
         self._workers: dict[str, _Worker] = {}

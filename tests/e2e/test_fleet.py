@@ -55,10 +55,10 @@ def start_worker(
 
 
 def start_edge(
-    clip: Path, broker_url: str, report: Path, duration: float
+    clip: Path, broker_url: str, report: Path, duration: float, worker: str = "auto"
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "--worker", "auto", "--broker", broker_url,
+        [sys.executable, "-m", "edge_agent", "--worker", worker, "--broker", broker_url,
          "--source", str(clip), "--loop", "--duration", str(duration), "--report", str(report),
          "--log-level", "WARNING"],
     )  # fmt: skip

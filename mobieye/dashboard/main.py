@@ -1,0 +1,95 @@
+"""Run the dashboard: check the broker, bind, serve, and print the URL to open once."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from mobieye.config import Settings
+from mobieye.dashboard.app import create_dashboard_app
+from mobieye.dashboard.auth import TOKEN_ENV, resolve_token
+from mobieye.errors import ConfigError
+from mobieye.mqtt.errors import BrokerError
+from mobieye.mqtt.preflight import check_broker
+
+log = logging.getLogger(__name__)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so ``--port 0`` works and the printed URL has the real port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve dashboard host {host!r}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def dashboard_url(host: str, port: int, token: str) -> str:
+    # A wildcard bind is reachable on loopback too; that is the URL a local user can click.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/?token={token}"
+
+
+async def serve_dashboard(settings: Settings, host: str, port: int, token: str | None) -> int:
+    if settings.mqtt.broker is None:
+        raise BrokerError("the dashboard needs the fleet's broker: --broker mqtt://HOST:PORT")
+    secret, generated = resolve_token(token)
+    await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
+    app = create_dashboard_app(settings.mqtt, secret)
+    sock = _bind(host, port)
+    bound_port = int(sock.getsockname()[1])
+    if not _is_loopback(host):
+        log.warning(
+            "the dashboard listens on %s over plain HTTP: its token crosses the network in "
+            "clear (put it behind a TLS proxy)",
+            host,
+        )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        print(f"MobiEye dashboard: {dashboard_url(host, bound_port, secret)}", flush=True)
+        if generated:
+            print(f"(token generated for this run; set {TOKEN_ENV} to keep one)", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        announcer.cancel()
+        sock.close()
+    return 0 if server.started else 1
+
+
+def run_dashboard(settings: Settings, host: str, port: int, token: str | None) -> int:
+    """Serve until interrupted; returns the exit code."""
+    try:
+        return asyncio.run(serve_dashboard(settings, host, port, token))
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+        return 0
