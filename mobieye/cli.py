@@ -176,6 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _broker_flag(edge)
 
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve a web dashboard of the fleet: workers, streams, events, commands",
+        description="Follow the fleet over MQTT and serve its picture (JSON API and pages) on "
+        "HTTP. Every request needs the token: --token, else $MOBIEYE_DASHBOARD_TOKEN, else one "
+        "generated and printed in the URL to open.",
+        epilog=EPILOG,
+    )
+    _common(dashboard)
+    # Its own dest: --host must not land in worker.host through overrides_from.
+    dashboard.add_argument(
+        "--host",
+        dest="dashboard_host",
+        metavar="HOST",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1)",
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    dashboard.add_argument("--token", help="access token (default: $MOBIEYE_DASHBOARD_TOKEN)")
+    _broker_flag(dashboard)
+
     from mobieye.models_cli import add_models_parser
 
     add_models_parser(sub)
@@ -247,6 +268,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mobieye.models_cli import run_models
 
         return run_models(settings, args)
+    if args.command == "dashboard":
+        from mobieye.dashboard.main import run_dashboard
+
+        return run_dashboard(settings, args.dashboard_host, args.port, args.token)
     if args.command == "demo":
         from mobieye.demo import run_demo
 

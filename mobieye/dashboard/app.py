@@ -34,6 +34,7 @@ from mobieye.mqtt import Command, MqttLink, ObjectEvent, PayloadError, parse_pay
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 16 * 1024  # a command is a few dozen bytes
+MAX_EVENTS_LIMIT = 1000  # the store keeps fewer anyway (FleetStore.max_events)
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "No or a wrong token."},
     404: {"model": ErrorBody, "description": "Unknown stream."},
@@ -84,7 +85,7 @@ def create_dashboard_app(
         ):
             await link.subscribe(topic_filter, feed)
         await link.start()
-        log.info("dashboard subscribed to %s/# on %s", prefix, mqtt_cfg.broker)
+        log.info("dashboard following the fleet under %s/ on %s", prefix, mqtt_cfg.broker)
         try:
             yield
         finally:
@@ -100,13 +101,13 @@ def create_dashboard_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]  # fmt: skip
+        problems = [".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors()]
         return _error(422, "invalid request: " + "; ".join(problems), problems)
 
     @app.exception_handler(Exception)
@@ -164,7 +165,7 @@ def create_dashboard_app(
 
     @app.get("/api/events")
     async def events(
-        limit: Annotated[int, Query(ge=1, le=fleet.max_events)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_LIMIT)] = 100,
         stream: str | None = None,
     ) -> list[ObjectEvent]:
         """The newest object events first."""
@@ -208,4 +209,3 @@ def create_dashboard_app(
 
     app.add_middleware(TokenAuth, token=token)
     return app
-

@@ -16,6 +16,7 @@ from mobieye.mqtt import ObjectEvent
 
 # No scripts at all, and nothing loaded from anywhere else.
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'none'"
+NONE = "\u2013"  # an en dash marks a value not known yet
 _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
@@ -40,7 +41,7 @@ def _page(title: str, body: str, status: int = 200, refresh: bool = True) -> HTM
 
 def _fmt(value: object, digits: int = 1) -> str:
     if value is None:
-        return "–"
+        return NONE
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -58,7 +59,7 @@ def _table(headers: Sequence[str], rows: Iterable[tuple[str, Sequence[str]]]) ->
 
 def _latency(s: StreamView) -> str:
     lat = s.latency_ms
-    return "–" if lat is None else f"{lat.p50:.0f} / {lat.p95:.0f}"
+    return NONE if lat is None else f"{lat.p50:.0f} / {lat.p95:.0f}"
 
 
 def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> HTMLResponse:
@@ -68,10 +69,10 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
             [
                 escape(w.id),
                 escape(w.status + (" (stale)" if w.stale else "")),
-                escape(w.url or "–"),
+                escape(w.url or NONE),
                 f"{w.streams} / {w.capacity}",
                 _fmt(w.load, 2),
-                escape(", ".join(w.models) or "–"),
+                escape(", ".join(w.models) or NONE),
             ],
         )
         for w in workers
@@ -84,7 +85,7 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
                 escape(s.worker),
                 _fmt(s.fps),
                 _latency(s),
-                escape(s.model or "–"),
+                escape(s.model or NONE),
                 _fmt(s.keyframe_interval),
                 _fmt(s.detector_fraction, 2),
                 "stale" if s.stale else "live",
@@ -110,7 +111,7 @@ def stream_page(stream: StreamView, events: Sequence[ObjectEvent]) -> HTMLRespon
         ("state", "stale" if stream.stale else "live"),
         ("fps", _fmt(stream.fps)),
         ("latency p50 / p95 ms", _latency(stream)),
-        ("model", escape(stream.model or "–")),
+        ("model", escape(stream.model or NONE)),
         ("keyframe interval", _fmt(stream.keyframe_interval)),
         ("detector share", _fmt(stream.detector_fraction, 2)),
         ("SLA ms", _fmt(stream.sla_ms, 0)),

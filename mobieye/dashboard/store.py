@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from mobieye.dashboard.views import SeriesPoint, StreamView, WorkerView
 from mobieye.errors import MobiEyeError
 from mobieye.mqtt import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload, topics
-from mobieye.dashboard.views import SeriesPoint, StreamView, WorkerView
 
 Clock = Callable[[], float]
 
@@ -47,7 +47,7 @@ class Counters:
     messages: int = 0
     malformed: int = 0
     ignored: int = 0
-    last_malformed: str | None = field(default=None)
+    last_malformed: str | None = None  # the newest reason, for /api/status
 
 
 class FleetStore:

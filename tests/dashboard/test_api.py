@@ -1,0 +1,241 @@
+"""The dashboard's API over HTTP, fed by a real Mosquitto: what workers publish shows up, commands
+go out, and nothing but /healthz answers without the token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mobieye.config import MqttConfig
+from mobieye.dashboard.auth import COOKIE, TOKEN_ENV
+from mobieye.mqtt import (
+    Command,
+    LatencyMs,
+    MqttLink,
+    ObjectEvent,
+    StreamStats,
+    WorkerState,
+    parse_payload,
+    topics,
+)
+from mobieye.mqtt.broker import MosquittoProcess
+
+from .conftest import Dashboard, eventually
+
+P = "mobieye"
+STREAM_FIELDS = {"id", "worker", "fps", "latency_ms", "model", "keyframe_interval"}
+STREAM_FIELDS |= {"detector_fraction", "stale"}
+
+
+async def get_json(client: httpx.AsyncClient, path: str) -> Any:
+    r = await client.get(path)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.asyncio
+async def test_published_fleet_shows_up_in_the_api(
+    dashboard: Dashboard, publisher: MqttLink
+) -> None:
+    state = WorkerState(id="w1", status="online", url="http://127.0.0.1:8000", capacity=4)
+    publisher.publish(topics.worker_state(P, "w1"), state, retain=True)
+    stats = StreamStats(
+        stream="cam-1",
+        worker="w1",
+        fps=24.5,
+        latency_ms=LatencyMs(p50=41, p95=87),
+        model="yolox_nano@416",
+        keyframe_interval=6,
+        detector_fraction=0.17,
+    )
+    publisher.publish(topics.stream_stats(P, "cam-1"), stats)
+    event = ObjectEvent(
+        type="new", stream="cam-1", track_id=3, label="person", box=[0, 0, 0.5, 0.5], score=0.9,
+        ts=1.0,
+    )  # fmt: skip
+    publisher.publish(topics.events(P), event)
+    async with dashboard.client() as client:
+
+        async def listed() -> list[dict[str, Any]]:
+            return [s for s in await get_json(client, "/api/streams") if s["id"] == "cam-1"]
+
+        (stream,) = await eventually(listed, what="the stream in /api/streams")
+        assert stream.keys() >= STREAM_FIELDS
+        assert stream["worker"] == "w1" and stream["fps"] == 24.5
+        assert stream["latency_ms"] == {"p50": 41, "p95": 87}
+        assert (stream["model"], stream["keyframe_interval"]) == ("yolox_nano@416", 6)
+        assert stream["detector_fraction"] == 0.17 and stream["stale"] is False
+
+        workers = await get_json(client, "/api/workers")
+        assert [(w["id"], w["status"], w["url"]) for w in workers] == [
+            ("w1", "online", "http://127.0.0.1:8000")
+        ]
+        assert (await get_json(client, "/api/streams/cam-1"))["worker_status"] == "online"
+        series = await get_json(client, "/api/streams/cam-1/series")
+        assert series["stream"] == "cam-1" and series["points"][-1]["p95_ms"] == 87
+        events = await get_json(client, "/api/events?limit=5")
+        assert [(e["stream"], e["track_id"], e["label"]) for e in events] == [
+            ("cam-1", 3, "person")
+        ]
+        page = await client.get("/")
+        assert page.status_code == 200 and "cam-1" in page.text and "w1" in page.text
+        page = await client.get("/streams/cam-1")
+        assert page.status_code == 200 and "yolox_nano@416" in page.text
+
+        # The worker clears the retained state when the stream ends: it leaves the dashboard.
+        publisher.publish(topics.stream_state(P, "cam-1"), b"", retain=True)
+
+        async def gone() -> bool:
+            return (await client.get("/api/streams/cam-1")).status_code == 404
+
+        await eventually(gone, what="the ended stream to go")
+        status = await get_json(client, "/api/status")
+        assert status["mqtt"]["connected"] is True and status["malformed"] == 0
+
+
+@pytest.mark.asyncio
+async def test_unknown_stream_is_a_404_with_the_reason(dashboard: Dashboard) -> None:
+    async with dashboard.client() as client:
+        for path in ("/api/streams/nope", "/api/streams/nope/series"):
+            r = await client.get(path)
+            assert r.status_code == 404
+            assert "unknown stream 'nope'" in r.json()["error"]
+        r = await client.get("/streams/nope")
+        assert r.status_code == 404 and "text/html" in r.headers["content-type"]
+        assert "unknown stream" in r.text and "Traceback" not in r.text
+        r = await client.get("/api/events?limit=0")
+        assert r.status_code == 422 and "limit" in r.json()["error"]
+
+
+@pytest.mark.asyncio
+async def test_token_is_required_and_a_page_url_token_sets_a_session_cookie(
+    dashboard: Dashboard,
+) -> None:
+    async with dashboard.client(auth=False) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        for path in ("/api/streams", "/api/workers", "/", "/streams/x"):
+            r = await client.get(path)
+            assert r.status_code == 401, path
+            assert "token" in r.json()["error"]
+        r = await client.get("/api/streams", headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        r = await client.get("/?token=wrong")
+        assert r.status_code == 401 and COOKIE not in client.cookies
+        # The API takes the token in a header only: URLs end up in logs.
+        r = await client.get(f"/api/streams?token={dashboard.token}")
+        assert r.status_code == 401
+
+        r = await client.get(f"/?token={dashboard.token}")
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert dashboard.token not in cookie, "the cookie holds a session id, not the token"
+        assert client.cookies[COOKIE]
+        assert (await client.get("/api/streams")).status_code == 200
+        assert (await client.get("/")).status_code == 200
+
+    async with dashboard.client(auth=False) as forged:
+        forged.cookies.set(COOKIE, "made-up-session")
+        assert (await forged.get("/api/streams")).status_code == 401
+    async with dashboard.client() as bearer:
+        assert (await bearer.get("/api/workers")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_set_publishes_a_validated_command(
+    dashboard: Dashboard, broker: MosquittoProcess
+) -> None:
+    got: list[bytes] = []
+    listener = MqttLink(MqttConfig(broker=broker.url), "test-listener")
+
+    def keep(_topic: str, payload: bytes) -> None:
+        got.append(payload)
+
+    await listener.subscribe(topics.stream_set(P, "x"), keep)
+    await listener.start()
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 5)
+        async with dashboard.client() as client:
+            r = await client.post("/api/streams/x/set", json={"sla_ms": 150})
+            assert r.status_code == 202, r.text
+            assert r.json()["topic"] == "mobieye/streams/x/set" and r.json()["known"] is False
+
+            async def received() -> bool:
+                return bool(got)
+
+            await eventually(received, what="the command on mobieye/streams/x/set")
+            command = parse_payload(Command, got[0])
+            assert command.sla_ms == 150 and command.model is None
+
+            r = await client.post("/api/streams/x/set", json={"sla_ms": 5})
+            assert r.status_code == 422
+            assert "sla_ms" in r.json()["error"] and "greater than or equal to 10" in r.text
+            r = await client.post("/api/streams/x/set", json={"sla": 150})
+            assert r.status_code == 422 and "sla" in r.json()["problems"][0]
+            r = await client.post("/api/streams/x/set", content=b"{not json")
+            assert r.status_code == 422 and "Command" in r.json()["error"]
+            r = await client.post("/api/streams/a%20b/set", json={"sla_ms": 150})
+            assert r.status_code == 400 and "stream id" in r.json()["error"]
+        async with dashboard.client(auth=False) as client:
+            r = await client.post("/api/streams/x/set", json={"sla_ms": 150})
+            assert r.status_code == 401
+        await asyncio.sleep(0.3)
+        assert len(got) == 1, "refused commands are not published"
+    finally:
+        await listener.stop()
+
+
+def _cli(*args: str, env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mobieye.cli", "dashboard", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def test_cli_prints_a_url_that_logs_in(broker: MosquittoProcess, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    out = tmp_path / "dashboard.out"
+    proc = _cli("--port", "0", "--broker", broker.url, env=env, out=out)
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None:
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            for line in out.read_text().splitlines():
+                if line.startswith("MobiEye dashboard: http://127.0.0.1:"):
+                    url = line.split(": ", 1)[1]
+            time.sleep(0.1)
+        assert "?token=" in url and "generated" in out.read_text()
+        with httpx.Client(trust_env=False, timeout=5) as client:
+            assert client.get(url).status_code == 200
+            base = url.split("/?", 1)[0]
+            assert client.get(base + "/api/streams").json() == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert out.read_text().count("MobiEye dashboard:") == 1
+
+
+def test_cli_without_a_broker_says_what_to_pass(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBIEYE_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "mobieye.cli", "dashboard"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2 and "--broker" in r.stderr

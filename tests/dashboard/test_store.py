@@ -1,0 +1,193 @@
+"""FleetStore on its own: real payload objects in, views out, with a clock the test controls."""
+
+from __future__ import annotations
+
+import pytest
+
+from mobieye.dashboard.store import FleetStore
+from mobieye.mqtt import (
+    LatencyMs,
+    ObjectEvent,
+    StreamState,
+    StreamStats,
+    WorkerState,
+    topics,
+    worker_will,
+)
+
+P = "mobieye"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> FleetStore:
+    return FleetStore(
+        P, stale_after_s=5, forget_after_s=60, max_events=3, max_points=5, clock=clock
+    )
+
+
+def worker(store: FleetStore, wid: str = "w1", streams: int = 0) -> bool:
+    state = WorkerState(
+        id=wid, status="online", url="http://127.0.0.1:8000", capacity=4, streams=streams
+    )
+    return store.on_message(topics.worker_state(P, wid), state.to_bytes())
+
+
+def stats(store: FleetStore, sid: str = "s1", wid: str = "w1", fps: float = 25.0) -> bool:
+    payload = StreamStats(
+        stream=sid,
+        worker=wid,
+        fps=fps,
+        latency_ms=LatencyMs(p50=40, p95=80),
+        model="yolox_nano@416",
+        keyframe_interval=6,
+        detector_fraction=0.2,
+    )
+    return store.on_message(topics.stream_stats(P, sid), payload.to_bytes())
+
+
+def event(sid: str, track: int, kind: str = "new") -> ObjectEvent:
+    return ObjectEvent(
+        type=kind,  # type: ignore[arg-type]
+        stream=sid,
+        track_id=track,
+        label="person",
+        box=[0.1, 0.1, 0.2, 0.4],
+        score=0.9,
+        ts=1.0,
+    )
+
+
+def test_worker_online_then_offline_by_its_last_will(store: FleetStore) -> None:
+    assert worker(store, streams=1)
+    stats(store)
+    (w,) = store.workers()
+    assert (w.id, w.status, w.streams, w.capacity, w.stale) == ("w1", "online", 1, 4, False)
+    assert store.streams()[0].worker_status == "online"
+
+    topic, payload, retain = worker_will(P, "w1")
+    assert retain and store.on_message(topic, payload)
+    (w,) = store.workers()
+    assert w.status == "offline" and not w.stale
+    (s,) = store.streams()
+    assert s.worker_status == "offline" and s.stale, "a dead worker's streams are stale"
+
+
+def test_cleared_worker_state_forgets_the_worker(store: FleetStore) -> None:
+    worker(store)
+    assert store.on_message(topics.worker_state(P, "w1"), b"")
+    assert store.workers() == [] and store.worker("w1") is None
+
+
+def test_stats_make_a_stream_with_a_bounded_series(store: FleetStore, clock: Clock) -> None:
+    for i in range(12):
+        clock.now += 1
+        assert stats(store, fps=float(i))
+    s = store.stream("s1")
+    assert s is not None
+    assert (s.worker, s.fps, s.model, s.keyframe_interval) == ("w1", 11.0, "yolox_nano@416", 6)
+    assert s.latency_ms is not None and (s.latency_ms.p50, s.latency_ms.p95) == (40, 80)
+    assert s.detector_fraction == 0.2 and not s.stale
+    series = store.series("s1")
+    assert series is not None and len(series) == 5, "only the newest max_points are kept"
+    assert [p.fps for p in series] == [7.0, 8.0, 9.0, 10.0, 11.0]
+    assert series[-1].t == clock.now and series[-1].p95_ms == 80
+    assert store.series("nope") is None and store.stream("nope") is None
+
+
+def test_silent_streams_turn_stale_then_are_forgotten(store: FleetStore, clock: Clock) -> None:
+    stats(store)
+    clock.now += 4.9
+    assert not store.streams()[0].stale
+    clock.now += 0.2
+    assert store.streams()[0].stale
+    stats(store)
+    assert not store.streams()[0].stale, "fresh stats revive it"
+    clock.now += 61
+    assert store.streams() == []
+
+
+def test_malformed_payloads_are_counted_and_ignored(store: FleetStore) -> None:
+    stats(store)
+    before = store.streams()
+    bad = [
+        (topics.stream_stats(P, "s1"), b"{not json"),
+        (topics.stream_stats(P, "s1"), b'{"stream": "s1", "worker": "w1", "fps": "fast"}'),
+        (topics.stream_stats(P, "s1"), b'{"stream": "s1", "worker": "w1", "fps": -1}'),
+        (topics.stream_stats(P, "s1"), StreamStats(stream="s2", worker="w1", fps=1).to_bytes()),
+        (topics.worker_state(P, "w1"), b'{"id": "w1", "status": "sleeping"}'),
+        (topics.stream_state(P, "s1"), b"[]"),
+        (topics.events(P), b'{"type": "new", "stream": "s1"}'),
+        (topics.events(P), b"\xff\xfe"),
+    ]
+    for topic, payload in bad:
+        assert not store.on_message(topic, payload), payload
+    assert store.counters.malformed == len(bad)
+    assert store.counters.last_malformed is not None and "events" in store.counters.last_malformed
+    assert store.streams() == before and store.workers() == [] and store.events() == []
+    # Foreign topics and commands are no business of the store.
+    assert not store.on_message("other/streams/s1/stats", b"{}")
+    assert not store.on_message(topics.stream_set(P, "s1"), b'{"sla_ms": 150}')
+    assert store.counters.ignored == 2 and store.counters.malformed == len(bad)
+
+
+def test_ended_stream_is_removed_and_late_stats_do_not_revive_it(
+    store: FleetStore, clock: Clock
+) -> None:
+    stats(store)
+    assert store.on_message(topics.stream_state(P, "s1"), b"")  # the worker ended it
+    assert store.streams() == [] and store.series("s1") is None
+    assert not stats(store), "stats the worker sent just before the end are late"
+    assert store.streams() == []
+    assert stats(store, wid="w2"), "the same stream failing over to another worker is new"
+    assert store.streams()[0].worker == "w2"
+    ended = StreamState(stream="s1", worker="w2", status="ended")
+    assert store.on_message(topics.stream_state(P, "s1"), ended.to_bytes())
+    assert store.streams() == []
+    clock.now += 6
+    assert stats(store, wid="w2"), "a restart with the same id, later, is shown again"
+
+
+def test_state_fills_in_before_stats_and_stats_win_after(store: FleetStore) -> None:
+    state = StreamState(stream="s1", worker="w1", model="yolov5n@640", sla_ms=150)
+    assert store.on_message(topics.stream_state(P, "s1"), state.to_bytes())
+    s = store.stream("s1")
+    assert s is not None
+    assert (s.worker, s.model, s.sla_ms, s.fps, s.latency_ms) == (
+        "w1",
+        "yolov5n@640",
+        150,
+        None,
+        None,
+    )
+    stats(store)
+    s = store.stream("s1")
+    assert s is not None and (s.model, s.sla_ms, s.fps) == ("yolox_nano@416", 150, 25.0)
+
+
+def test_events_ring_drops_the_oldest(store: FleetStore) -> None:
+    for track in range(5):
+        sid = "s1" if track % 2 else "s2"
+        assert store.on_message(topics.events(P), event(sid, track).to_bytes())
+    assert [e.track_id for e in store.events()] == [4, 3, 2], "newest first, 3 kept"
+    assert [e.track_id for e in store.events(limit=2)] == [4, 3]
+    assert [e.track_id for e in store.events(stream="s1")] == [3]
+
+
+def test_any_prefix_without_one(clock: Clock) -> None:
+    store = FleetStore(clock=clock)
+    payload = StreamStats(stream="s1", worker="w1", fps=5).to_bytes()
+    assert store.on_message("site-a/fleet/streams/s1/stats", payload)
+    assert [s.id for s in store.streams()] == ["s1"]
