@@ -2,6 +2,8 @@
 
 ``POST /offer`` takes ``{"sdp", "type": "offer", "stream_id"?}`` and answers with the worker's
 SDP; ``/healthz`` is 503 until the detector is loaded; ``/metrics`` is Prometheus text.
+Watching a stream (cloud_worker/viewers.py): ``POST /view`` (WebRTC, the same body with the
+stream's id), ``GET /streams/{id}/mjpeg`` (the fallback), ``GET /viewers``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cloud_worker.detector_pool import DetectorPool
 from cloud_worker.fleet import FleetPresence
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.session import StreamSession
+from cloud_worker.viewers import ViewerHub, check_view_sdp
 from mobieye.config import Settings
 from mobieye.detector import Detector
 from mobieye.errors import ModelError
@@ -51,7 +54,11 @@ class WorkerState:
     sessions: dict[str, StreamSession] = field(default_factory=dict)
     recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
     fleet: FleetPresence | None = None
+    viewers: ViewerHub = field(init=False)
     _counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.viewers = ViewerHub(self.settings)
 
     @property
     def ready(self) -> bool:
@@ -86,6 +93,29 @@ def check_sdp(sdp: str) -> str | None:
     if not re.search(r"^m=video ", sdp, re.MULTILINE):
         return "SDP offers no video (no 'm=video' line)"
     return None
+
+
+def parse_offer(body: bytes, state: WorkerState, kind: str = "") -> OfferRequest | JSONResponse:
+    """The offer in a request body, or the 400 answer saying what is wrong with it.
+
+    ``kind`` prefixes the refusal's metric label (``view_`` for viewers)."""
+    limit = state.settings.worker.max_sdp_bytes
+    if len(body) > limit:
+        reason = f"offer of {len(body)} bytes exceeds the {limit}-byte limit"
+        return _error(400, reason, state, kind + "too_large")
+    try:
+        req = OfferRequest.model_validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        return _error(400, f"bad offer: {where}: {err['msg']}", state, kind + "malformed")
+    if req.type != "offer":
+        reason = f"bad offer: type must be 'offer', got {req.type!r}"
+        return _error(400, reason, state, kind + "malformed")
+    problem = check_sdp(req.sdp)
+    if problem:
+        return _error(400, f"bad offer: {problem}", state, kind + "malformed")
+    return req
 
 
 def create_app(
@@ -132,6 +162,7 @@ def create_app(
         stats.cancel()
         loader.cancel()
         await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
+        await state.viewers.close()
         if state.pool is not None:
             state.pool.shutdown()
 
@@ -169,30 +200,51 @@ def create_app(
             generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
+    @app.get("/viewers")
+    async def viewers() -> JSONResponse:
+        return JSONResponse(state.viewers.summary())
+
+    @app.post("/view")
+    async def view(request: Request) -> JSONResponse:
+        """A viewer's offer (receive-only video and a data channel it creates) for a stream."""
+        req = parse_offer(await request.body(), state, "view_")
+        if isinstance(req, JSONResponse):
+            return req
+        problem = (
+            "stream_id: the stream to watch is required"
+            if req.stream_id is None
+            else check_view_sdp(req.sdp)
+        )
+        if problem:
+            return _error(400, f"bad offer: {problem}", state, "view_malformed")
+        session = state.sessions.get(req.stream_id or "")
+        if session is None:
+            return _error(404, f"no active stream {req.stream_id!r}", state, "view_unknown")
+        full = state.viewers.refusal(session)
+        if full:
+            return _error(503, full, state, "view_capacity")
+        try:
+            answer = await state.viewers.open_webrtc(session, req.sdp)
+        except Exception as exc:  # aiortc raises assorted errors on bad SDP
+            return _error(400, f"bad offer: SDP rejected: {exc}", state, "view_sdp")
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type, "stream_id": req.stream_id})
+
+    @app.get("/streams/{stream_id}/mjpeg", response_model=None)
+    async def mjpeg(stream_id: str) -> Response:
+        """The stream's frames with their boxes drawn, as MJPEG: when WebRTC can't connect."""
+        session = state.sessions.get(stream_id)
+        if session is None:
+            return JSONResponse({"error": f"no active stream {stream_id!r}"}, 404)
+        full = state.viewers.refusal(session)
+        if full:
+            return JSONResponse({"error": full}, 503)
+        return state.viewers.open_mjpeg(session)
+
     @app.post("/offer")
     async def offer(request: Request) -> JSONResponse:
-        body = await request.body()
-        limit = settings.worker.max_sdp_bytes
-        if len(body) > limit:
-            return _error(
-                400,
-                f"offer of {len(body)} bytes exceeds the {limit}-byte limit",
-                state,
-                "too_large",
-            )
-        try:
-            req = OfferRequest.model_validate_json(body)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            return _error(400, f"bad offer: {where}: {err['msg']}", state, "malformed")
-        if req.type != "offer":
-            return _error(
-                400, f"bad offer: type must be 'offer', got {req.type!r}", state, "malformed"
-            )
-        problem = check_sdp(req.sdp)
-        if problem:
-            return _error(400, f"bad offer: {problem}", state, "malformed")
+        req = parse_offer(await request.body(), state)
+        if isinstance(req, JSONResponse):
+            return req
         if state.pool is None:
             return _error(
                 503, state.load_error or "worker is still loading its model", state, "not_ready"

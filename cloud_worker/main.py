@@ -18,6 +18,7 @@ from mobieye.webrtc import (
     confine_to_loopback,
     install_low_latency_jitter_buffer,
     install_receiver_absolute_timestamps,
+    install_sender_zero_timestamp_origin,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ async def serve_worker(settings: Settings) -> int:
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)
+    # The worker sends video only to viewers (cloud_worker/viewers.py): with a zero origin their
+    # RTP timestamp is the edge's pts, which a browser reads back (requestVideoFrameCallback's
+    # rtpTimestamp) to put each result on its own frame.
+    install_sender_zero_timestamp_origin()
     failed: list[BaseException] = []
 
     def on_load_failure(exc: BaseException) -> None:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from mobieye.messages import (
     Hello,
     LatencyReport,
     ModelInfo,
+    Result,
     Welcome,
     WorkerStats,
     encode,
@@ -44,6 +45,15 @@ from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import jitter_buffer_of
 
 log = logging.getLogger(__name__)
+
+
+class StreamTap(Protocol):
+    """Something watching the stream (a viewer, cloud_worker/viewers.py). Called on the event
+    loop for every decoded frame and every result; must return at once (hand off, never wait)."""
+
+    def on_frame(self, frame: VideoFrame) -> None: ...
+    def on_result(self, result: Result, text: str) -> None: ...
+    def on_stream_end(self) -> None: ...
 
 
 def luma(frame: VideoFrame) -> npt.NDArray[np.uint8]:
@@ -89,6 +99,7 @@ class StreamSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_closed = on_closed
         self._closed = False
+        self.taps: list[StreamTap] = []
         self.frames_received = 0
         self.results_sent = 0
         self.damaged_frames = 0
@@ -304,6 +315,8 @@ class StreamSession:
                 self._slot.put((frame, time.monotonic(), damaged))
                 if self._slot.dropped != before:
                     self.metrics.dropped.labels(self.stream_id).inc()
+                for tap in self.taps:
+                    tap.on_frame(frame)
         except MediaStreamError:
             log.info("%s: video track ended", self.stream_id)
         finally:
@@ -335,8 +348,11 @@ class StreamSession:
                     )
                 }
             )
-            self._send(encode(result))
+            text = encode(result)
+            self._send(text)
             self.results_sent += 1
+            for tap in self.taps:
+                tap.on_result(result, text)
             self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
@@ -368,6 +384,7 @@ class StreamSession:
             "frames_dropped": self._slot.dropped,
             "damaged_frames": self.damaged_frames,
             "results_sent": self.results_sent,
+            "viewers": len(self.taps),
             "detector_runs": self.processor.detector_runs,
             "keyframe_decisions": dict(self.decisions),
         }
@@ -382,6 +399,9 @@ class StreamSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._slot.close()
+        for tap in list(self.taps):
+            tap.on_stream_end()
+        self.taps.clear()
         await self.pc.close()
         self.processor.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
