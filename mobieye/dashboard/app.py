@@ -8,16 +8,19 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from mobieye.config import MqttConfig
 from mobieye.dashboard import pages
 from mobieye.dashboard.auth import TokenAuth
+from mobieye.dashboard.proxy import add_view_routes
 from mobieye.dashboard.store import FleetStore
 from mobieye.dashboard.views import (
     CommandAccepted,
@@ -33,6 +36,7 @@ from mobieye.mqtt import Command, MqttLink, ObjectEvent, PayloadError, parse_pay
 
 log = logging.getLogger(__name__)
 
+STATIC_DIR = Path(__file__).with_name("static")  # the pages' ES modules, no build step
 MAX_COMMAND_BYTES = 16 * 1024  # a command is a few dozen bytes
 MAX_EVENTS_LIMIT = 1000  # the store keeps fewer anyway (FleetStore.max_events)
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -196,9 +200,17 @@ def create_dashboard_app(
         log.info("command to stream %s: %s", stream_id, payload)
         return CommandAccepted(stream=stream_id, topic=topic, command=payload, known=known)
 
+    add_view_routes(app, fleet)
+    # check_dir=False: an install without the assets still serves the API (pages lose scripts).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
     @app.get("/", response_class=HTMLResponse)
     async def index() -> Response:
         return pages.index_page(fleet.workers(), fleet.streams())
+
+    @app.get("/phone", response_class=HTMLResponse)
+    async def phone_page() -> Response:
+        return pages.phone_page()
 
     @app.get("/streams/{stream_id}", response_class=HTMLResponse)
     async def stream_page(stream_id: str) -> Response:

@@ -1,7 +1,5 @@
-"""Minimal server-rendered pages: plain HTML, no scripts, every value escaped.
-
-A placeholder for the real browser pages; they refresh themselves every few seconds.
-"""
+"""Server-rendered pages, every value escaped. The fleet page is plain HTML refreshing itself;
+the stream page loads /static/stream.js (same-origin ES modules only, no inline script)."""
 
 from __future__ import annotations
 
@@ -22,20 +20,28 @@ _STYLE = (
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
     "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
     "th{background:#f3f3f3}.stale,.offline{color:#999}.muted{color:#777}"
+    "[hidden]{display:none!important}"
 )
 
 
-def _page(title: str, body: str, status: int = 200, refresh: bool = True) -> HTMLResponse:
+def _page(
+    title: str,
+    body: str,
+    status: int = 200,
+    refresh: bool = True,
+    csp: str = _CSP,
+    body_attrs: str = "",
+) -> HTMLResponse:
     meta = '<meta http-equiv="refresh" content="5">' if refresh else ""
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+        f"<body{body_attrs}><h1>{escape(title)}</h1>{body}</body></html>"
     )
     return HTMLResponse(
         html,
         status_code=status,
-        headers={"content-security-policy": _CSP, "x-content-type-options": "nosniff"},
+        headers={"content-security-policy": csp, "x-content-type-options": "nosniff"},
     )
 
 
@@ -94,6 +100,7 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
         for s in streams
     ]
     body = (
+        '<p><a href="/phone">Stream this device\'s camera</a></p>'
         "<h2>Workers</h2>"
         + (_table(["id", "status", "url", "streams", "load", "models"], w_rows)
            if w_rows else '<p class="muted">No worker seen yet.</p>')
@@ -105,28 +112,75 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
     return _page("MobiEye fleet", body)
 
 
+_STREAM_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self' blob: data:; media-src 'self' blob:; form-action 'none'"
+)
+_LIVE = (
+    '<h2>Live <small id="live-path" class="muted">connecting\u2026</small></h2>'
+    '<div id="live" style="position:relative;display:inline-block;background:#111;'
+    'min-width:320px;min-height:180px">'
+    '<video id="video" muted autoplay playsinline style="display:block;max-width:100%"></video>'
+    '<canvas id="overlay" style="position:absolute;left:0;top:0;width:100%;height:100%">'
+    '</canvas><img id="mjpeg" alt="live view (MJPEG)" hidden style="display:block;max-width:100%">'
+    "</div>"
+    '<h2>Latency</h2><canvas id="chart" width="640" height="220"></canvas>'
+    '<p class="muted">p50 <span style="color:#1f77b4">\u2501</span> p95 '
+    '<span style="color:#ff7f0e">\u2501</span> SLA <span style="color:#d62728">\u2505</span></p>'
+    '<h2>Control</h2><form id="control">'
+    '<label>SLA ms <input name="sla_ms" type="number" min="1" step="any"></label> '
+    '<label>keyframe interval <input name="keyframe_interval" type="number" min="1" step="1">'
+    '</label> <button type="submit">Apply</button></form><p id="control-result"></p>'
+)
+
+
 def stream_page(stream: StreamView, events: Sequence[ObjectEvent]) -> HTMLResponse:
-    facts = [
-        ("worker", escape(stream.worker)),
-        ("state", "stale" if stream.stale else "live"),
-        ("fps", _fmt(stream.fps)),
-        ("latency p50 / p95 ms", _latency(stream)),
-        ("model", escape(stream.model or NONE)),
-        ("keyframe interval", _fmt(stream.keyframe_interval)),
-        ("detector share", _fmt(stream.detector_fraction, 2)),
-        ("SLA ms", _fmt(stream.sla_ms, 0)),
+    """Server-rendered facts (kept fresh by /static/stream.js), the live view, chart, control."""
+    facts = [  # (element id for the script, label, value)
+        ("worker", "worker", escape(stream.worker)),
+        ("worker-url", "worker url", NONE),
+        ("state", "state", "stale" if stream.stale else "live"),
+        ("fps", "fps", _fmt(stream.fps)),
+        ("latency", "latency p50 / p95 ms", _latency(stream)),
+        ("model", "model", escape(stream.model or NONE)),
+        ("keyframe", "keyframe interval", _fmt(stream.keyframe_interval)),
+        ("detector", "detector share", _fmt(stream.detector_fraction, 2)),
+        ("sla", "SLA ms", _fmt(stream.sla_ms, 0)),
     ]
-    e_rows = [
-        ("", [escape(e.type), str(e.track_id), escape(e.label), f"{e.score:.2f}"]) for e in events
-    ]
+    fact_rows = "".join(
+        f'<tr><th>{escape(label)}</th><td id="fact-{fid}">{v}</td></tr>' for fid, label, v in facts
+    )
+    e_rows = "".join(
+        f"<tr><td>{escape(e.type)}</td><td>{e.track_id}</td><td>{escape(e.label)}</td>"
+        f"<td>{e.score:.2f}</td></tr>"
+        for e in events
+    )
     body = (
-        '<p><a href="/">← fleet</a></p>'
-        + _table(["", ""], [("", [escape(k), v]) for k, v in facts])
-        + "<h2>Recent objects</h2>"
-        + (_table(["event", "track", "label", "score"], e_rows)
-           if e_rows else '<p class="muted">No object events yet.</p>')
+        '<p><a href="/">\u2190 fleet</a></p>'
+        f"<table><tbody>{fact_rows}</tbody></table>"
+        + _LIVE
+        + "<h2>Recent objects</h2><table><thead><tr><th>event</th><th>track</th><th>label</th>"
+        f'<th>score</th></tr></thead><tbody id="events">{e_rows}</tbody></table>'
+        + '<script type="module" src="/static/stream.js"></script>'
+    )
+    return _page(
+        f"Stream {stream.id}", body, refresh=False, csp=_STREAM_CSP,
+        body_attrs=f' data-stream="{escape(stream.id)}"',
     )  # fmt: skip
-    return _page(f"Stream {stream.id}", body)
+
+
+def phone_page() -> HTMLResponse:
+    """This browser's camera as a stream: sent to a worker, previewed with its boxes."""
+    body = (
+        '<p><a href="/">\u2190 fleet</a></p>'
+        '<p>Status: <span id="phone-status">starting the camera\u2026</span></p>'
+        '<div style="position:relative;display:inline-block;background:#111;min-width:320px">'
+        '<video id="preview" muted autoplay playsinline style="display:block;max-width:100%">'
+        '</video><canvas id="overlay" style="position:absolute;left:0;top:0;width:100%;'
+        'height:100%"></canvas></div>'
+        '<script type="module" src="/static/phone.js"></script>'
+    )
+    return _page("MobiEye phone", body, refresh=False, csp=_STREAM_CSP)
 
 
 def not_found_page(what: str) -> HTMLResponse:

@@ -89,6 +89,15 @@ async def test_published_fleet_shows_up_in_the_api(
         assert page.status_code == 200 and "cam-1" in page.text and "w1" in page.text
         page = await client.get("/streams/cam-1")
         assert page.status_code == 200 and "yolox_nano@416" in page.text
+        # The stream page loads its own module and nothing else: same-origin scripts only.
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        assert '<script type="module" src="/static/stream.js">' in page.text
+        assert 'data-stream="cam-1"' in page.text
+        for name in ("stream.js", "live.js", "chart.js"):
+            js = await client.get(f"/static/{name}")
+            assert js.status_code == 200 and "javascript" in js.headers["content-type"], name
 
         # The worker clears the retained state when the stream ends: it leaves the dashboard.
         publisher.publish(topics.stream_state(P, "cam-1"), b"", retain=True)
@@ -113,6 +122,21 @@ async def test_unknown_stream_is_a_404_with_the_reason(dashboard: Dashboard) -> 
         assert "unknown stream" in r.text and "Traceback" not in r.text
         r = await client.get("/api/events?limit=0")
         assert r.status_code == 422 and "limit" in r.json()["error"]
+        # The live-view proxies need a live worker for the stream, and a well-formed offer.
+        r = await client.post("/api/streams/nope/view", json={"sdp": "v=0", "type": "offer"})
+        assert r.status_code == 404 and "no live worker" in r.json()["error"]
+        r = await client.post("/api/streams/nope/view", content=b"{not json")
+        assert r.status_code == 422 and "sdp" in r.json()["error"]
+        r = await client.get("/api/streams/nope/mjpeg")
+        assert r.status_code == 404
+        # A phone's camera goes to a live worker with room: none is known here.
+        r = await client.post("/api/phone/offer", json={"sdp": "v=0", "type": "offer"})
+        assert r.status_code == 503 and "no live worker with room" in r.json()["error"]
+        r = await client.post("/api/phone/offer", json={"type": "offer"})
+        assert r.status_code == 422
+        page = await client.get("/phone")
+        assert page.status_code == 200 and "/static/phone.js" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 @pytest.mark.asyncio
