@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_flags(demo)
     _edge_flags(demo, source_required=False)
     demo.add_argument("--port", type=int, default=0, help="worker port (default: a free one)")
+    demo.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="also serve the dashboard on 127.0.0.1 at this port (0: a free one)",
+    )
 
     worker = sub.add_parser(
         "worker",
@@ -195,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     dashboard.add_argument("--token", help="access token (default: $MOBIEYE_DASHBOARD_TOKEN)")
+    dashboard.add_argument(
+        "--tls",
+        choices=["self-signed"],
+        help="serve HTTPS with a self-signed certificate (made once, kept in the cache dir)",
+    )
+    dashboard.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    dashboard.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
     _broker_flag(dashboard)
 
     from mobieye.models_cli import add_models_parser
@@ -270,8 +282,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_models(settings, args)
     if args.command == "dashboard":
         from mobieye.dashboard.main import run_dashboard
+        from mobieye.dashboard.tls import resolve_tls
 
-        return run_dashboard(settings, args.dashboard_host, args.port, args.token)
+        tls = resolve_tls(args.dashboard_host, args.tls, args.tls_cert, args.tls_key)
+        return run_dashboard(settings, args.dashboard_host, args.port, args.token, tls)
     if args.command == "demo":
         from mobieye.demo import run_demo
 

@@ -114,6 +114,25 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+async def start_dashboard(settings: Settings, port: int, stop: asyncio.Event) -> asyncio.Task[int]:
+    """The dashboard on 127.0.0.1, in this event loop, on the demo's broker; it prints its URL
+    (with the token: $MOBIEYE_DASHBOARD_TOKEN, else a generated one) once it serves."""
+    from mobieye.dashboard.main import serve_dashboard
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        serve_dashboard(settings, "127.0.0.1", port, None, stop=stop, ready=ready)
+    )
+    # Wait for it to serve (or fail), so the URL is printed before the stream starts.
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not ready.is_set():
+        task.result()  # raises why it could not start
+        raise MobiEyeError("the dashboard stopped at start")
+    return task
+
+
 async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from edge_agent.agent import EdgeAgent
     from edge_agent.main import open_source, outputs_from, print_summary
@@ -144,9 +163,13 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             update={"mqtt": settings.mqtt.model_copy(update={"broker": url_mqtt})}
         )
         log.info("embedded MQTT broker at %s", url_mqtt)
+    dashboard: asyncio.Task[int] | None = None
+    dashboard_stop = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="mobieye-demo-") as tmp:
         proc = start_worker(settings, port, Path(tmp))
         try:
+            if args.dashboard_port is not None:
+                dashboard = await start_dashboard(settings, args.dashboard_port, dashboard_stop)
             await wait_healthy(url, proc, WORKER_START_TIMEOUT_S)
             log.info(
                 "worker ready at %s; streaming %s (%dx%d at %.1f fps)%s",
@@ -160,6 +183,9 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             agent = EdgeAgent(settings, source, outputs_from(args, status=True))
             report = await agent.run(args.duration)
         finally:
+            if dashboard is not None:
+                dashboard_stop.set()
+                await asyncio.wait_for(dashboard, 10)
             await asyncio.to_thread(stop_worker, proc)
             if broker is not None:
                 await broker.stop()

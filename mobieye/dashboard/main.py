@@ -13,6 +13,7 @@ import uvicorn
 from mobieye.config import Settings
 from mobieye.dashboard.app import create_dashboard_app
 from mobieye.dashboard.auth import TOKEN_ENV, resolve_token
+from mobieye.dashboard.tls import TlsFiles
 from mobieye.errors import ConfigError
 from mobieye.mqtt.errors import BrokerError
 from mobieye.mqtt.preflight import check_broker
@@ -44,15 +45,25 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def dashboard_url(host: str, port: int, token: str) -> str:
+def dashboard_url(host: str, port: int, token: str, https: bool = False) -> str:
     # A wildcard bind is reachable on loopback too; that is the URL a local user can click.
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/?token={token}"
+    scheme = "https" if https else "http"
+    return f"{scheme}://{shown}:{port}/?token={token}"
 
 
-async def serve_dashboard(settings: Settings, host: str, port: int, token: str | None) -> int:
+async def serve_dashboard(
+    settings: Settings,
+    host: str,
+    port: int,
+    token: str | None,
+    tls: TlsFiles | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> int:
+    """Serve until interrupted or until ``stop`` is set; prints the URL to open once started."""
     if settings.mqtt.broker is None:
         raise BrokerError("the dashboard needs the fleet's broker: --broker mqtt://HOST:PORT")
     secret, generated = resolve_token(token)
@@ -60,22 +71,34 @@ async def serve_dashboard(settings: Settings, host: str, port: int, token: str |
     app = create_dashboard_app(settings.mqtt, secret)
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
-    if not _is_loopback(host):
+    if tls is None and not _is_loopback(host):
         log.warning(
             "the dashboard listens on %s over plain HTTP: its token crosses the network in "
-            "clear (put it behind a TLS proxy)",
+            "clear (use --tls self-signed, --tls-cert/--tls-key or a TLS proxy)",
             host,
         )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
+    server = uvicorn.Server(config)
 
     async def announce() -> None:
         while not server.started:
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        print(f"MobiEye dashboard: {dashboard_url(host, bound_port, secret)}", flush=True)
+        url = dashboard_url(host, bound_port, secret, https=tls is not None)
+        print(f"MobiEye dashboard: {url}", flush=True)
         if generated:
             print(f"(token generated for this run; set {TOKEN_ENV} to keep one)", flush=True)
+        if ready is not None:
+            ready.set()
+        if stop is not None:
+            await stop.wait()
+            server.should_exit = True
 
     announcer = asyncio.create_task(announce())
     try:
@@ -86,10 +109,12 @@ async def serve_dashboard(settings: Settings, host: str, port: int, token: str |
     return 0 if server.started else 1
 
 
-def run_dashboard(settings: Settings, host: str, port: int, token: str | None) -> int:
+def run_dashboard(
+    settings: Settings, host: str, port: int, token: str | None, tls: TlsFiles | None = None
+) -> int:
     """Serve until interrupted; returns the exit code."""
     try:
-        return asyncio.run(serve_dashboard(settings, host, port, token))
+        return asyncio.run(serve_dashboard(settings, host, port, token, tls))
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
         return 0

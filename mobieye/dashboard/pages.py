@@ -128,6 +128,8 @@ _LIVE = (
     '<p class="muted">p50 <span style="color:#1f77b4">\u2501</span> p95 '
     '<span style="color:#ff7f0e">\u2501</span> SLA <span style="color:#d62728">\u2505</span></p>'
     '<h2>Control</h2><form id="control">'
+    '<label>model <select name="model" id="control-model">'
+    '<option value="">(unchanged)</option></select></label> '
     '<label>SLA ms <input name="sla_ms" type="number" min="1" step="any"></label> '
     '<label>keyframe interval <input name="keyframe_interval" type="number" min="1" step="1">'
     '</label> <button type="submit">Apply</button></form><p id="control-result"></p>'

@@ -119,15 +119,23 @@ async def _check_page(
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-stream.png"), full_page=True)
 
-    # The control form: the command is accepted (202) and the worker mirrors the new SLA.
+    # The control form: the model <select> lists the worker's models; the command (a model and
+    # an SLA) is accepted (202) and the worker mirrors both.
+    await until(page, "document.getElementById('control-model').options.length > 1")
+    model = await page.evaluate("document.getElementById('control-model').options[1].value")
+    workers = (await client.get("/api/workers")).json()
+    assert model in next(w["models"] for w in workers if w["id"] == "w"), (model, workers)
+    await page.select_option("#control-model", model)
     await page.fill("input[name=sla_ms]", "150")
     await page.click("#control button[type=submit]")
     await until(page, "document.getElementById('control-result').dataset.status === '202'")
+    assert f'"model":"{model}"' in await page.inner_text("#control-result")
 
     async def mirrored() -> bool:
-        return bool((await client.get(f"/api/streams/{sid}")).json().get("sla_ms") == 150)
+        s = (await client.get(f"/api/streams/{sid}")).json()
+        return bool(s.get("sla_ms") == 150 and s.get("model") == model)
 
-    await eventually(mirrored, timeout_s=10, what="the worker to mirror sla_ms 150")
+    await eventually(mirrored, timeout_s=10, what="the worker to mirror sla_ms 150 and the model")
     await until(page, "document.getElementById('fact-sla').textContent === '150'")
 
     # The MJPEG fallback (forced here; the session cookie now stands in for the token).

@@ -32,6 +32,27 @@ function showFacts(s, workers) {
   $("fact-keyframe").textContent = fmt(s.keyframe_interval, 0);
   $("fact-detector").textContent = fmt(s.detector_fraction, 2);
   $("fact-sla").textContent = fmt(s.sla_ms, 0);
+  showModels(w?.models ?? []);
+}
+
+// The model <select>: the stream's worker's models, rebuilt only when that list changes (so a
+// choice being made is not reset every second).
+function showModels(models) {
+  const select = $("control-model");
+  const key = JSON.stringify(models);
+  if (select.dataset.models === key) return;
+  select.dataset.models = key;
+  const chosen = select.value;
+  const blank = document.createElement("option");
+  blank.value = "";
+  blank.textContent = "(unchanged)";
+  const options = models.map((m) => {
+    const o = document.createElement("option");
+    o.value = o.textContent = String(m);  // text only: names come from the fleet
+    return o;
+  });
+  select.replaceChildren(blank, ...options);
+  select.value = models.includes(chosen) ? chosen : "";
 }
 
 function showEvents(events) {
@@ -65,7 +86,9 @@ async function refresh() {
 $("control").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const command = {};
-  for (const [k, v] of new FormData(ev.target)) if (v !== "") command[k] = Number(v);
+  for (const [k, v] of new FormData(ev.target)) {
+    if (v !== "") command[k] = k === "model" ? v : Number(v);
+  }
   const out = $("control-result");
   const r = await fetch(`${api}/set`, {
     method: "POST",
