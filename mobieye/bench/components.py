@@ -14,19 +14,12 @@ import numpy as np
 
 from mobieye.config import Settings
 from mobieye.detector import UltralyticsDetector
+from mobieye.models import machine_id
 from mobieye.stats import percentiles
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, no GPU, {platform.system()} {platform.release()}"
+    return f"{machine_id()}, no GPU, {platform.system()} {platform.release()}"
 
 
 def cpu_seconds(pid: int) -> float:

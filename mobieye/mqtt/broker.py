@@ -254,6 +254,8 @@ class MosquittoProcess:
             )
 
     def _wait_ready(self, timeout_s: float) -> bool:
+        # Blocking by design: MosquittoProcess is a synchronous helper (tests, fleet checks);
+        # async callers run start()/restart() with asyncio.to_thread.
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:

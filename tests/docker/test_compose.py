@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from mobieye.cli import build_parser
 from mobieye.config import MqttConfig, Settings, load_settings
+from tests.e2e.conftest import free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -648,22 +649,6 @@ def test_fleet_doc_names_real_files() -> None:
 
 
 # --- the worker service, run as a local process ------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def tail(path: Path, n: int = 40) -> str:

@@ -217,7 +217,7 @@ async def test_broker_restart_reconnects_and_delivers_the_outbox(
     link.publish("test/state", "v0", retain=True)
     await wait_until(lambda: got, what="v0")
 
-    mosquitto.stop()
+    await asyncio.to_thread(mosquitto.stop)
     await wait_until(lambda: not link.connected.is_set(), what="the link to notice")
     assert link.last_error is not None and "lost the connection" in link.last_error
     for i in (1, 2, 3):  # the owner carries on; nothing raises
@@ -225,7 +225,8 @@ async def test_broker_restart_reconnects_and_delivers_the_outbox(
         link.publish("test/event", f"e{i}")
     assert link.queued == 4  # three events and one coalesced state
     await asyncio.sleep(0.3)
-    mosquitto.start()  # same port; persistence off, so the broker lost the retained v0
+    # same port; persistence off, so the broker lost the retained v0
+    await asyncio.to_thread(mosquitto.start)
 
     await wait_until(lambda: link.connected.is_set() and not link.queued, 8, "the reconnect")
     await wait_until(lambda: len(got) >= 5, what="the outbox")
