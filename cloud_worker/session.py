@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol
@@ -40,9 +40,17 @@ from mobieye.messages import (
     encode,
     parse_message,
 )
-from mobieye.mqtt import Command, LatencyMs, ObjectEvent, StreamState, StreamStats
+from mobieye.mqtt import (
+    Command,
+    ControllerDecision,
+    LatencyMs,
+    ObjectEvent,
+    StreamState,
+    StreamStats,
+)
+from mobieye.mqtt.payloads import MAX_DECISIONS
 from mobieye.slot import LatestSlot, SlotClosed
-from mobieye.webrtc import jitter_buffer_of
+from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,14 @@ class StreamSession:
         self._latency_samples: list[float] = []  # the edge's, since the last MQTT stats
         self._stats_at = time.monotonic()
         self._stats_frames = 0
+        self._stats_bytes = 0
+        self._jitter: LowLatencyJitterBuffer | None = None  # counts the uplink's bytes
+        # The edge controller's setting in force and its steps since the last MQTT stats
+        # (drop-oldest: the newest steps say the most).
+        self.controller: ControllerDecision | None = None
+        self._decisions: deque[ControllerDecision] = deque(maxlen=MAX_DECISIONS)
+        self.failovers = 0  # the edge's, from its hello
+        self.previous_worker: str | None = None
         self.sla_ms = settings.controller.sla_ms
         self.on_event: Callable[[ObjectEvent], None] | None = None
         self._last_boxes: dict[int, Box] = {}
@@ -164,6 +180,12 @@ class StreamSession:
         fps = (self.frames_received - self._stats_frames) / span
         self._stats_at, self._stats_frames = now, self.frames_received
         samples, self._latency_samples = sorted(self._latency_samples), []
+        uplink = None
+        if self._jitter is not None:
+            received = self._jitter.payload_bytes
+            uplink = round((received - self._stats_bytes) * 8 / 1000 / span, 1)
+            self._stats_bytes = received
+        decisions, self._decisions = list(self._decisions), deque(maxlen=MAX_DECISIONS)
         latency = None
         if samples:
             n = len(samples)
@@ -176,8 +198,12 @@ class StreamSession:
             model=self.processor.model,
             keyframe_interval=self.processor.keyframe.interval,
             detector_fraction=round(self.processor.detector_runs / max(1, self.results_sent), 4),
-            uplink_kbps=None,
+            uplink_kbps=uplink,
             damaged_frames=self.damaged_frames,
+            controller=self.controller,
+            decisions=decisions,
+            failovers=self.failovers,
+            previous_worker=self.previous_worker,
             updated=time.time(),
         )
 
@@ -227,8 +253,19 @@ class StreamSession:
                     )
                 )  # fmt: skip
 
+    def _note_decision(self, msg: Control) -> None:
+        """Keep an edge controller's step (it names its level) for the fleet's dashboard."""
+        assert msg.level is not None
+        decision = ControllerDecision(
+            at=time.time(), level=msg.level, fps=msg.fps, max_width=msg.max_width,
+            bitrate_kbps=msg.bitrate_kbps, model=msg.model, reason=msg.reason,
+        )  # fmt: skip
+        self.controller = decision
+        self._decisions.append(decision)
+
     async def _control(self, msg: Control) -> None:
         if msg.level is not None:
+            self._note_decision(msg)
             self.metrics.stream_level.labels(self.stream_id).set(msg.level)
         if msg.fps is not None:
             self.metrics.stream_fps.labels(self.stream_id).set(msg.fps)
@@ -272,6 +309,7 @@ class StreamSession:
             return
         if isinstance(msg, Hello):
             self.frame_ticks = msg.frame_ticks
+            self.failovers, self.previous_worker = msg.failovers, msg.previous_worker
             log.info(
                 "%s: hello from edge: %dx%d at %.1f fps, source %s",
                 self.stream_id,
@@ -280,6 +318,9 @@ class StreamSession:
                 msg.fps,
                 msg.source or "?",
             )
+            if msg.failovers:
+                log.info("%s: taken over from worker %s (failover %d)", self.stream_id,
+                         msg.previous_worker or "?", msg.failovers)  # fmt: skip
         elif isinstance(msg, Control):
             self._spawn(self._control(msg))
         elif isinstance(msg, LatencyReport):
@@ -299,6 +340,7 @@ class StreamSession:
     async def _receive(self, track: MediaStreamTrack) -> None:
         receiver = next((r for r in self.pc.getReceivers() if r.track is track), None)
         jitter = jitter_buffer_of(receiver) if receiver is not None else None
+        self._jitter = jitter
         frames = self.metrics.frames.labels(self.stream_id)
         try:
             while True:

@@ -37,6 +37,7 @@ from mobieye.messages import (
     Result,
     Welcome,
     WorkerStats,
+    as_id,
     encode,
     parse_message,
 )
@@ -109,6 +110,7 @@ class EdgeAgent:
         self.fallback = OnDeviceFallback()
         # Every frame and result with its timing, for display/accuracy analysis (bench).
         self.keep_timeline = outputs.keep_timeline
+        self._lost_worker: str | None = None  # the worker of the last failover, for the hello
         self.sent_frames: list[SentFrame] = []
         self.results: list[ResultRecord] = []
 
@@ -129,6 +131,8 @@ class EdgeAgent:
             width=self.source.width,
             height=self.source.height,
             source=self.source.spec.label,
+            failovers=self.stats.failovers,
+            previous_worker=self._lost_worker,
         )
         self._send(encode(hello))
 
@@ -148,6 +152,7 @@ class EdgeAgent:
             self.stats.worker_id = msg.worker_id
             if self.controller is not None:
                 self.controller.on_models(msg.models)
+                self.controller.on_welcome(msg.worker_id)
             log.info("worker %s serves stream %s with %s", msg.worker_id, msg.stream_id, msg.model)
         elif isinstance(msg, Control) and msg.sla_ms is not None:
             # An operator changed the latency target (MQTT command via the worker).
@@ -261,6 +266,7 @@ class EdgeAgent:
                 if done:
                     break
                 self.stats.failovers += 1
+                self._lost_worker = as_id(self.conn.worker_id)
                 log.warning("lost worker %s: %s; failing over", self.conn.url,
                             self.conn.lost_reason)  # fmt: skip
                 self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "

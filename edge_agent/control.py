@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection
 
 from edge_agent.sources import VideoSource
 from mobieye.config import ControllerConfig, WebRTCConfig
-from mobieye.controller import ControllerState, Decision, Observation, decide
+from mobieye.controller import DEFAULT_LEVELS, ControllerState, Decision, Observation, decide
 from mobieye.messages import Control, ModelInfo, WorkerStats, encode
 from mobieye.webrtc import set_bitrate_limits
 
@@ -54,6 +54,23 @@ class EdgeController:
     # -- inputs --------------------------------------------------------------------------------
     def on_models(self, models: list[ModelInfo]) -> None:
         self.models = tuple(models)
+
+    def on_welcome(self, worker_id: str) -> None:
+        """A worker took the stream: after a failover, tell it what is in force already (the
+        new worker starts from its defaults; the controller only sends changes)."""
+        if self.state.model is None and self.state.level == 0:
+            return  # nothing decided yet: the first decision will say it
+        level = DEFAULT_LEVELS[self.state.level]
+        control = Control(
+            model=self.state.model,
+            level=self.state.level,
+            fps=level.fps,
+            max_width=level.max_width,
+            bitrate_kbps=level.bitrate_kbps,
+            max_keyframe_interval=level.max_keyframe_interval,
+            reason=f"resumed at level {self.state.level} on worker {worker_id}",
+        )
+        self.send(encode(control))
 
     def on_worker_stats(self, stats: WorkerStats) -> None:
         self.models = tuple(stats.models)

@@ -6,6 +6,7 @@ is a :class:`MessageError` naming the problem, which the receiver logs and drops
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -16,6 +17,14 @@ MAX_MESSAGE_BYTES = 256 * 1024
 PROTOCOL_VERSION = 1
 # The edge stamps frame k with pts = k * frame_ticks on the 90 kHz RTP clock.
 RTP_CLOCK_HZ = 90_000
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # stream and worker ids: safe in MQTT topics and URLs
+
+
+def as_id(value: str | None) -> str | None:
+    """``value`` if it is a valid id (at most 128 of ID_PATTERN's characters), else None."""
+    if value is None or len(value) > 128 or re.fullmatch(ID_PATTERN, value) is None:
+        return None
+    return value
 
 
 class _Msg(BaseModel):
@@ -27,12 +36,15 @@ class Hello(_Msg):
 
     type: Literal["hello"] = "hello"
     version: int = PROTOCOL_VERSION
-    stream_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    stream_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
     frame_ticks: int = Field(default=3000, ge=1, le=RTP_CLOCK_HZ)
     fps: float = Field(default=30.0, gt=0, le=240)
     width: int = Field(default=0, ge=0)
     height: int = Field(default=0, ge=0)
     source: str = ""
+    # After a failover: how many this stream has had, and the worker it lost last.
+    failovers: int = Field(default=0, ge=0)
+    previous_worker: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
 
 
 class LatencyReport(_Msg):

@@ -162,10 +162,11 @@ def create_dashboard_app(
 
     @app.get("/api/streams/{stream_id}/series")
     async def series(stream_id: str) -> Series:
+        """The stream's chart points and its timeline (controller steps, failovers, settings)."""
         points = fleet.series(stream_id)
         if points is None:
             raise ApiError(404, _unknown(stream_id))
-        return Series(stream=stream_id, points=points)
+        return Series(stream=stream_id, points=points, timeline=fleet.timeline(stream_id) or [])
 
     @app.get("/api/events")
     async def events(

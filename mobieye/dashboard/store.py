@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mobieye.dashboard.views import SeriesPoint, StreamView, WorkerView
+from mobieye.dashboard.views import SeriesPoint, StreamView, TimelineEntry, WorkerView
 from mobieye.errors import MobiEyeError
 from mobieye.mqtt import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload, topics
 
@@ -30,6 +30,7 @@ class _Stream:
     id: str
     last_seen: float
     series: deque[SeriesPoint]
+    timeline: deque[TimelineEntry]
     stats: StreamStats | None = None
     state: StreamState | None = None
 
@@ -43,6 +44,13 @@ class _Stream:
 
 
 @dataclass
+class _Ended:
+    stream: _Stream
+    worker: str
+    at: float
+
+
+@dataclass
 class Counters:
     messages: int = 0
     malformed: int = 0
@@ -51,7 +59,12 @@ class Counters:
 
 
 class FleetStore:
-    """Latest worker states, stream stats and states, recent object events, chart series."""
+    """Latest worker states, stream stats and states, recent object events, chart series and
+    each stream's timeline (controller steps, failovers, operators' settings).
+
+    A stream that ends on one worker and reappears on another within ``resume_after_s`` is
+    the same stream failing over: it keeps its series and timeline, and the failover is noted.
+    """
 
     def __init__(
         self,
@@ -61,6 +74,8 @@ class FleetStore:
         forget_after_s: float = 600.0,
         max_events: int = 500,
         max_points: int = 300,
+        max_timeline: int = 200,
+        resume_after_s: float = 120.0,
         clock: Clock = time.time,
     ) -> None:
         self.prefix = prefix
@@ -68,14 +83,16 @@ class FleetStore:
         self.forget_after_s = forget_after_s
         self.max_points = max_points
         self.max_events = max_events
+        self.max_timeline = max_timeline
+        self.resume_after_s = max(resume_after_s, stale_after_s)
         self.clock = clock
         self.counters = Counters()
         self._workers: dict[str, _Worker] = {}
         self._streams: dict[str, _Stream] = {}
         self._events: deque[ObjectEvent] = deque(maxlen=max_events)
-        # stream -> (worker, when): stats the worker sent just before it ended the stream
-        # would otherwise bring it back as a ghost.
-        self._ended: dict[str, tuple[str, float]] = {}
+        # Ended streams, kept a while: stats their worker sent just before it ended one would
+        # otherwise bring it back as a ghost, and another worker's stats mean a failover.
+        self._ended: dict[str, _Ended] = {}
 
     # -- input ------------------------------------------------------------------------------
 
@@ -118,20 +135,31 @@ class FleetStore:
         if state.status == "ended":
             return self._end(sid, now)
         stream = self._stream(sid, now)
+        change = _settings_change(stream.state, state)
+        if change:
+            stream.timeline.append(TimelineEntry(t=now, kind="settings", text=change))
         stream.state, stream.last_seen = state, now
         return True
 
     def _on_stream_stats(self, sid: str, payload: bytes, topic: str, now: float) -> bool:
         stats = parse_payload(StreamStats, payload, topic)
         _same_id(stats.stream, sid, topic)
-        ended = self._ended.get(sid)
-        if ended is not None and ended[0] == stats.worker and now - ended[1] < self.stale_after_s:
-            self.counters.ignored += 1
-            return False
-        self._ended.pop(sid, None)
+        ended = self._ended.pop(sid, None)
+        if ended is not None:
+            if ended.worker == stats.worker and now - ended.at < self.stale_after_s:
+                self._ended[sid] = ended  # a ghost of the ended stream: keep waiting
+                self.counters.ignored += 1
+                return False
+            if now - ended.at < self.resume_after_s:
+                self._streams.setdefault(sid, ended.stream)  # failing over: carry on
         stream = self._stream(sid, now)
+        previous = stream.stats
         stream.stats, stream.last_seen = stats, now
-        lat = stats.latency_ms
+        self._note_failover(stream, previous, stats, now)
+        for d in stats.decisions:
+            text = d.reason or f"level {d.level}"
+            stream.timeline.append(TimelineEntry(t=d.at, kind="decision", text=text, level=d.level))
+        lat, ctl = stats.latency_ms, stats.controller
         stream.series.append(
             SeriesPoint(
                 t=now,
@@ -139,14 +167,40 @@ class FleetStore:
                 p50_ms=lat.p50 if lat is not None else None,
                 p95_ms=lat.p95 if lat is not None else None,
                 detector_fraction=stats.detector_fraction,
+                uplink_kbps=stats.uplink_kbps,
+                target_fps=ctl.fps if ctl is not None else None,
+                bitrate_kbps=ctl.bitrate_kbps if ctl is not None else None,
+                level=ctl.level if ctl is not None else None,
+                model=stats.model,
+                keyframe_interval=stats.keyframe_interval,
+                worker=stats.worker,
             )
         )
         return True
 
+    def _note_failover(
+        self, stream: _Stream, previous: StreamStats | None, stats: StreamStats, now: float
+    ) -> None:
+        """A new worker, or the edge counting one more failover (it may have come back to the
+        same worker, or the dashboard missed the stats in between)."""
+        if previous is None:
+            return
+        moved = previous.worker != stats.worker
+        if not moved and stats.failovers <= previous.failovers:
+            return
+        lost = stats.previous_worker or previous.worker
+        count = f" {stats.failovers}" if stats.failovers else ""
+        text = f"failover{count}: {lost} \u2192 {stats.worker}"
+        stream.timeline.append(
+            TimelineEntry(t=now, kind="failover", text=text, worker=stats.worker, from_worker=lost)
+        )
+
     def _stream(self, sid: str, now: float) -> _Stream:
         stream = self._streams.get(sid)
         if stream is None:
-            stream = _Stream(sid, now, deque(maxlen=self.max_points))
+            stream = _Stream(
+                sid, now, deque(maxlen=self.max_points), deque(maxlen=self.max_timeline)
+            )
             self._streams[sid] = stream
         return stream
 
@@ -154,7 +208,7 @@ class FleetStore:
         stream = self._streams.pop(sid, None)
         if stream is None:
             return False
-        self._ended[sid] = (stream.worker, now)
+        self._ended[sid] = _Ended(stream, stream.worker, now)
         return True
 
     # -- output -----------------------------------------------------------------------------
@@ -165,7 +219,7 @@ class FleetStore:
         now = self.clock()
         for sid in [s for s, v in self._streams.items() if now - v.last_seen > self.forget_after_s]:
             del self._streams[sid]
-        for sid in [s for s, (_, at) in self._ended.items() if now - at >= self.stale_after_s]:
+        for sid in [s for s, e in self._ended.items() if now - e.at >= self.resume_after_s]:
             del self._ended[sid]
 
     def workers(self) -> list[WorkerView]:
@@ -190,6 +244,10 @@ class FleetStore:
         s = self._streams.get(sid)
         return list(s.series) if s is not None else None
 
+    def timeline(self, sid: str) -> list[TimelineEntry] | None:
+        s = self._streams.get(sid)
+        return sorted(s.timeline, key=lambda e: e.t) if s is not None else None
+
     def events(self, limit: int | None = None, stream: str | None = None) -> list[ObjectEvent]:
         """The newest events first, at most ``limit``, of one stream if given."""
         out: list[ObjectEvent] = []
@@ -208,6 +266,7 @@ class FleetStore:
 
     def _stream_view(self, s: _Stream, now: float) -> StreamView:
         stats, state = s.stats, s.state
+        ctl = stats.controller if stats is not None else None
         worker = self._workers.get(s.worker)
         worker_status = worker.state.status if worker is not None else None
         # Stats carry what is in force now; the retained state fills in before the first stats.
@@ -228,9 +287,32 @@ class FleetStore:
             uplink_kbps=stats.uplink_kbps if stats is not None else None,
             damaged_frames=stats.damaged_frames if stats is not None else None,
             sla_ms=state.sla_ms if state is not None else None,
+            level=ctl.level if ctl is not None else None,
+            target_fps=ctl.fps if ctl is not None else None,
+            bitrate_kbps=ctl.bitrate_kbps if ctl is not None else None,
+            failovers=stats.failovers if stats is not None else None,
             last_seen=s.last_seen,
             stale=now - s.last_seen > self.stale_after_s or worker_status == "offline",
         )
+
+
+def _settings_change(before: StreamState | None, after: StreamState) -> str:
+    """What an operator changed, e.g. "SLA 100 \u2192 50 ms"; "" for the first state or none."""
+    if before is None:
+        return ""
+    parts = []
+    if before.sla_ms != after.sla_ms:
+        parts.append(f"SLA {_num(before.sla_ms)} \u2192 {_num(after.sla_ms)} ms")
+    if before.model != after.model:
+        parts.append(f"model {before.model} \u2192 {after.model}")
+    if before.keyframe_interval != after.keyframe_interval:
+        before_k, after_k = before.keyframe_interval, after.keyframe_interval
+        parts.append(f"keyframe interval {before_k} \u2192 {after_k}")
+    return "; ".join(parts)
+
+
+def _num(v: float | None) -> str:
+    return "?" if v is None else f"{v:g}"
 
 
 def _same_id(inside: str, in_topic: str, topic: str) -> None:

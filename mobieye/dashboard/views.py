@@ -34,6 +34,10 @@ class StreamView(View):
     uplink_kbps: float | None = None
     damaged_frames: int | None = None
     sla_ms: float | None = Field(default=None, description="Latency target in force.")
+    level: int | None = Field(default=None, description="The edge controller's level (0: best).")
+    target_fps: float | None = Field(default=None, description="Frame rate the level allows.")
+    bitrate_kbps: int | None = Field(default=None, description="Bitrate cap the level sets.")
+    failovers: int | None = Field(default=None, description="The edge's failovers so far.")
     last_seen: float = Field(description="Unix time of the newest stats or state.")
     stale: bool = Field(description="No stats for a while, or its worker is offline.")
 
@@ -43,12 +47,31 @@ class SeriesPoint(View):
     fps: float
     p50_ms: float | None
     p95_ms: float | None
-    detector_fraction: float
+    detector_fraction: float = Field(description="Keyframe share: frames the detector ran on.")
+    uplink_kbps: float | None = None
+    target_fps: float | None = Field(default=None, description="The controller's frame rate.")
+    bitrate_kbps: int | None = Field(default=None, description="The controller's bitrate cap.")
+    level: int | None = None
+    model: str | None = None
+    keyframe_interval: int | None = None
+    worker: str | None = None
+
+
+class TimelineEntry(View):
+    """Something that changed a stream: a controller step, a failover, an operator's setting."""
+
+    t: float = Field(description="Unix time it happened (or was first seen).")
+    kind: Literal["decision", "failover", "settings"]
+    text: str
+    level: int | None = Field(default=None, description="decision: the level it set.")
+    worker: str | None = Field(default=None, description="failover: the worker taking over.")
+    from_worker: str | None = Field(default=None, description="failover: the worker lost.")
 
 
 class Series(View):
     stream: str
     points: list[SeriesPoint] = Field(description="Oldest first.")
+    timeline: list[TimelineEntry] = Field(default_factory=list, description="Oldest first.")
 
 
 class ErrorBody(View):

@@ -5,6 +5,7 @@ from mobieye.mqtt.connection import BrokerAddress, check_connect, parse_broker_u
 from mobieye.mqtt.errors import BrokerError, PayloadError, TopicError
 from mobieye.mqtt.payloads import (
     Command,
+    ControllerDecision,
     LatencyMs,
     ObjectEvent,
     StreamState,
@@ -18,6 +19,7 @@ __all__ = [
     "BrokerAddress",
     "BrokerError",
     "Command",
+    "ControllerDecision",
     "LatencyMs",
     "MqttLink",
     "ObjectEvent",

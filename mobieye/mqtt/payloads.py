@@ -60,6 +60,21 @@ class LatencyMs(Payload):
     p95: NonNegative
 
 
+MAX_DECISIONS = 20  # per stats message; the edge's controller decides about once a second
+
+
+class ControllerDecision(Payload):
+    """One step of the edge's adaptive controller, as the edge told the worker (Control)."""
+
+    at: NonNegative = Field(description="Unix time the worker received it.")
+    level: int = Field(ge=0)
+    fps: NonNegative | None = None
+    max_width: int | None = Field(default=None, ge=1)
+    bitrate_kbps: int | None = Field(default=None, ge=1)
+    model: str | None = Field(default=None, description="Set only when it changed the model.")
+    reason: str = Field(default="", max_length=500)
+
+
 class StreamStats(Payload):
     """Published every ``mqtt.stats_period_s`` on ``P/streams/<id>/stats`` (not retained)."""
 
@@ -70,8 +85,18 @@ class StreamStats(Payload):
     model: str | None = None
     keyframe_interval: int | None = Field(default=None, ge=1)
     detector_fraction: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
-    uplink_kbps: NonNegative | None = None
+    uplink_kbps: NonNegative | None = Field(
+        default=None, description="RTP payload received in the period (None: not measured)."
+    )
     damaged_frames: int = Field(default=0, ge=0)
+    controller: ControllerDecision | None = Field(
+        default=None, description="The edge controller's setting in force (None: no controller)."
+    )
+    decisions: list[ControllerDecision] = Field(
+        default_factory=list, max_length=MAX_DECISIONS, description="Received since last stats."
+    )
+    failovers: int = Field(default=0, ge=0, description="The edge's failovers so far.")
+    previous_worker: Id | None = Field(default=None, description="The worker it failed over from.")
     updated: NonNegative = Field(default_factory=_now)
 
 

@@ -75,9 +75,13 @@ class LowLatencyJitterBuffer(JitterBuffer):
         self.frames_on_marker = 0
         self.frames_on_next_frame = 0
         self.packets_dropped = 0
+        # RTP payload bytes taken in (late and duplicate packets included): the stream's uplink
+        # as the receiver sees it, counted like the sender's own bytesSent statistic.
+        self.payload_bytes = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         pli = False
+        self.payload_bytes += len(packet.payload)
         now = self._clock()
         seq = packet.sequence_number
         if self._origin is None:

@@ -53,8 +53,20 @@ async def test_dashboard_shows_a_live_stream_with_its_worker(
             sid = stream["id"]
             workers = (await client.get("/api/workers")).json()
             assert any(w["id"] == "w" and w["status"] == "online" for w in workers), workers
-            series = (await client.get(f"/api/streams/{sid}/series")).json()["points"]
-            assert series and all(p["fps"] >= 0 for p in series)
+
+            async def controlled() -> dict[str, Any] | None:
+                body = (await client.get(f"/api/streams/{sid}/series")).json()
+                measured = [p for p in body["points"] if p["uplink_kbps"]]
+                return body if measured and body["timeline"] else None
+
+            # The worker measures the uplink; the edge's controller steps reach the timeline.
+            body: Any = await eventually(controlled, timeout_s=10, what="uplink and decisions")
+            assert all(p["fps"] >= 0 for p in body["points"])
+            last = body["points"][-1]
+            assert last["uplink_kbps"] > 20 and last["target_fps"] > 0 and last["bitrate_kbps"]
+            assert last["level"] == 0 and last["worker"] == "w"
+            first = body["timeline"][0]
+            assert first["kind"] == "decision" and "model" in first["text"], first
 
             assert await asyncio.to_thread(edge.wait, 60) == 0
             assert json.loads(report.read_text())["stream_id"] == sid
@@ -74,3 +86,59 @@ async def test_dashboard_shows_a_live_stream_with_its_worker(
         if edge is not None:
             stop(edge)
         stop(worker)
+
+
+@pytest.mark.asyncio
+async def test_dashboard_follows_a_stream_through_a_failover(
+    broker: MosquittoProcess,
+    dashboard: Dashboard,
+    model_path: Path,
+    pedestrian_clip: Path,
+    tmp_path: Path,
+) -> None:
+    ids = ("w-a", "w-b")
+    started = await asyncio.gather(
+        *(asyncio.to_thread(start_worker, model_path, broker.url, w) for w in ids)
+    )
+    workers = {wid: proc for wid, (proc, _url) in zip(ids, started, strict=True)}
+    edge: subprocess.Popen[bytes] | None = None
+    try:
+        await asyncio.sleep(1.5)  # the workers' retained states reach the agent's directory
+        edge = start_edge(pedestrian_clip, broker.url, tmp_path / "edge.json", duration=16)
+        async with dashboard.client() as client:
+
+            async def decided() -> dict[str, Any] | None:
+                for s in (await client.get("/api/streams")).json():
+                    body = (await client.get(f"/api/streams/{s['id']}/series")).json()
+                    if body["timeline"]:
+                        return dict(s)
+                return None
+
+            # Wait for the controller's first step, so there is a setting to carry over.
+            stream: Any = await eventually(decided, timeout_s=15, what="a controller step")
+            sid, first = stream["id"], stream["worker"]
+            workers[first].kill()
+
+            async def moved() -> dict[str, Any] | None:
+                body = (await client.get(f"/api/streams/{sid}/series")).json()
+                hops = [e for e in body["timeline"] if e["kind"] == "failover"]
+                resumed = [e for e in body["timeline"] if "resumed" in e["text"]]
+                return body if hops and resumed else None
+
+            body: Any = await eventually(moved, timeout_s=15, what="the failover")
+            (hop,) = [e for e in body["timeline"] if e["kind"] == "failover"]
+            (other,) = set(ids) - {first}
+            assert (hop["from_worker"], hop["worker"]) == (first, other), hop
+            served_by = [p["worker"] for p in body["points"]]
+            assert served_by[0] == first and served_by[-1] == other, served_by
+            view = (await client.get(f"/api/streams/{sid}")).json()
+            assert view["worker"] == other and view["failovers"] == 1, view
+            # The new worker heard the controller's setting in force (it starts from defaults).
+            (resumed,) = [e for e in body["timeline"] if "resumed" in e["text"]]
+            assert resumed["kind"] == "decision" and other in resumed["text"]
+            assert await asyncio.to_thread(edge.wait, 60) == 0
+    finally:
+        if edge is not None:
+            stop(edge)
+        for proc in workers.values():
+            stop(proc)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mobieye.dashboard.store import FleetStore
 from mobieye.mqtt import (
+    ControllerDecision,
     LatencyMs,
     ObjectEvent,
     StreamState,
@@ -45,7 +48,9 @@ def worker(store: FleetStore, wid: str = "w1", streams: int = 0) -> bool:
     return store.on_message(topics.worker_state(P, wid), state.to_bytes())
 
 
-def stats(store: FleetStore, sid: str = "s1", wid: str = "w1", fps: float = 25.0) -> bool:
+def stats(
+    store: FleetStore, sid: str = "s1", wid: str = "w1", fps: float = 25.0, **more: Any
+) -> bool:
     payload = StreamStats(
         stream=sid,
         worker=wid,
@@ -54,6 +59,7 @@ def stats(store: FleetStore, sid: str = "s1", wid: str = "w1", fps: float = 25.0
         model="yolox_nano@416",
         keyframe_interval=6,
         detector_fraction=0.2,
+        **more,
     )
     return store.on_message(topics.stream_stats(P, sid), payload.to_bytes())
 
@@ -191,3 +197,96 @@ def test_any_prefix_without_one(clock: Clock) -> None:
     payload = StreamStats(stream="s1", worker="w1", fps=5).to_bytes()
     assert store.on_message("site-a/fleet/streams/s1/stats", payload)
     assert [s.id for s in store.streams()] == ["s1"]
+
+
+def decision(at: float, level: int, reason: str) -> ControllerDecision:
+    return ControllerDecision(
+        at=at, level=level, fps=[30.0, 20.0, 15.0][level], max_width=640,
+        bitrate_kbps=[1500, 900, 600][level], reason=reason,
+    )  # fmt: skip
+
+
+def test_controller_steps_fill_the_series_and_the_timeline(store: FleetStore, clock: Clock) -> None:
+    first = decision(999.5, 0, "model None -> yolox_nano@416 (budget 90 ms)")
+    assert stats(store, uplink_kbps=800.0, controller=first, decisions=[first])
+    clock.now += 1
+    down = decision(1000.7, 1, "down to level 1: p95 130 ms, results 100%")
+    assert stats(store, uplink_kbps=600.0, controller=down, decisions=[down])
+    clock.now += 1
+    assert stats(store, uplink_kbps=550.0, controller=down)  # no new step
+    points = store.series("s1")
+    assert points is not None
+    assert [(p.uplink_kbps, p.target_fps, p.bitrate_kbps, p.level) for p in points] == [
+        (800.0, 30.0, 1500, 0),
+        (600.0, 20.0, 900, 1),
+        (550.0, 20.0, 900, 1),
+    ]
+    timeline = store.timeline("s1")
+    assert timeline is not None
+    assert [(e.kind, e.level, e.t) for e in timeline] == [
+        ("decision", 0, 999.5),
+        ("decision", 1, 1000.7),
+    ]
+    assert timeline[1].text.startswith("down to level 1")
+    view = store.stream("s1")
+    assert view is not None
+    assert (view.level, view.target_fps, view.bitrate_kbps, view.failovers) == (1, 20.0, 900, 0)
+
+
+def test_failover_to_a_live_worker_keeps_the_history(store: FleetStore, clock: Clock) -> None:
+    stats(store)
+    clock.now += 1
+    stats(store)
+    assert store.on_message(topics.stream_state(P, "s1"), b"")  # w1 ended it (edge gone)
+    clock.now += 2
+    assert stats(store, wid="w2", failovers=1, previous_worker="w1")
+    points, timeline = store.series("s1"), store.timeline("s1")
+    assert points is not None and timeline is not None
+    assert [p.worker for p in points] == ["w1", "w1", "w2"], "one series across workers"
+    (entry,) = timeline
+    assert (entry.kind, entry.from_worker, entry.worker) == ("failover", "w1", "w2")
+    assert entry.text == "failover 1: w1 \u2192 w2"
+    view = store.stream("s1")
+    assert view is not None and (view.worker, view.failovers) == ("w2", 1)
+
+
+def test_failover_from_a_dead_worker_and_back_to_the_same_one(store: FleetStore) -> None:
+    stats(store)
+    # w1 died: no end, just the next stats from w2.
+    assert stats(store, wid="w2", failovers=1)
+    # A fixed worker URL: the edge reconnects to the same worker; its count tells.
+    assert stats(store, wid="w2", failovers=2, previous_worker="w2")
+    timeline = store.timeline("s1")
+    assert timeline is not None
+    assert [(e.from_worker, e.worker) for e in timeline] == [("w1", "w2"), ("w2", "w2")]
+
+
+def test_an_ended_stream_is_new_again_after_the_resume_window(clock: Clock) -> None:
+    store = FleetStore(P, stale_after_s=5, resume_after_s=30, clock=clock)
+    stats(store)
+    assert store.on_message(topics.stream_state(P, "s1"), b"")
+    clock.now += 31
+    store.prune()
+    assert stats(store, wid="w2")
+    assert store.timeline("s1") == [] and len(store.series("s1") or []) == 1
+
+
+def test_operator_settings_changes_are_in_the_timeline(store: FleetStore) -> None:
+    def state(**kw: Any) -> bool:
+        payload = StreamState(stream="s1", worker="w1", **kw)
+        return store.on_message(topics.stream_state(P, "s1"), payload.to_bytes())
+
+    assert state(model="m1", sla_ms=100.0, keyframe_interval=6)
+    assert state(model="m1", sla_ms=100.0, keyframe_interval=6)  # republished, unchanged
+    assert state(model="m2", sla_ms=50.0, keyframe_interval=6)
+    timeline = store.timeline("s1")
+    assert timeline is not None
+    assert [e.text for e in timeline] == ["SLA 100 \u2192 50 ms; model m1 \u2192 m2"]
+
+
+def test_timeline_is_bounded(clock: Clock) -> None:
+    store = FleetStore(P, max_timeline=3, clock=clock)
+    steps = [decision(990.0 + i, i % 3, f"step {i}") for i in range(5)]
+    assert stats(store, decisions=steps, controller=steps[-1])
+    timeline = store.timeline("s1")
+    assert timeline is not None and [e.text for e in timeline] == ["step 2", "step 3", "step 4"]
