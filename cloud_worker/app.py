@@ -269,8 +269,6 @@ def create_app(
             worker_id,
             on_closed=state.forget,
         )
-        if state.fleet is not None:
-            session.on_event = state.fleet.publish_event
         state.sessions[stream_id] = session
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -280,6 +278,8 @@ def create_app(
             await session.close()
             return _error(400, f"bad offer: SDP rejected: {exc}", state, "sdp")
         log.info("stream %s: offer accepted (%d active)", stream_id, len(state.sessions))
+        if state.fleet is not None:
+            state.fleet.stream_started(session)
         local = pc.localDescription
         return JSONResponse(
             {"sdp": local.sdp, "type": local.type, "stream_id": stream_id, "worker_id": worker_id}

@@ -28,6 +28,7 @@ from mobieye.mqtt import (
 
 if TYPE_CHECKING:
     from cloud_worker.app import WorkerState as AppState
+    from cloud_worker.session import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ class FleetPresence:
             self._task.cancel()
         offline = WorkerState.offline(self.worker_id)
         await self.link.stop(final=[(self._state_topic, offline.model_dump_json().encode(), True)])
+
+    def stream_started(self, session: StreamSession) -> None:
+        """Mirror the new stream's settings at once, so the first command has a "before"."""
+        session.on_event = self.publish_event
+        state = session.settings_state(self.worker_id)
+        self.link.publish(topics.stream_state(self.prefix, session.stream_id), state, retain=True)
 
     def stream_ended(self, stream_id: str) -> None:
         """Clear the stream's retained state, or every reconnect would announce it again."""

@@ -100,6 +100,8 @@ class StreamSession:
         self._stats_at = time.monotonic()
         self._stats_frames = 0
         self._stats_bytes = 0
+        self._stats_runs = 0  # detector runs and results at the last MQTT stats
+        self._stats_results = 0
         self._jitter: LowLatencyJitterBuffer | None = None  # counts the uplink's bytes
         # The edge controller's setting in force and its steps since the last MQTT stats
         # (drop-oldest: the newest steps say the most).
@@ -186,6 +188,9 @@ class StreamSession:
             uplink = round((received - self._stats_bytes) * 8 / 1000 / span, 1)
             self._stats_bytes = received
         decisions, self._decisions = list(self._decisions), deque(maxlen=MAX_DECISIONS)
+        runs = self.processor.detector_runs - self._stats_runs
+        results = self.results_sent - self._stats_results
+        self._stats_runs, self._stats_results = self.processor.detector_runs, self.results_sent
         latency = None
         if samples:
             n = len(samples)
@@ -197,7 +202,7 @@ class StreamSession:
             latency_ms=latency,
             model=self.processor.model,
             keyframe_interval=self.processor.keyframe.interval,
-            detector_fraction=round(self.processor.detector_runs / max(1, self.results_sent), 4),
+            detector_fraction=round(min(1.0, runs / results), 4) if results else 0.0,
             uplink_kbps=uplink,
             damaged_frames=self.damaged_frames,
             controller=self.controller,
@@ -217,6 +222,10 @@ class StreamSession:
         if command.sla_ms is not None:
             self.sla_ms = command.sla_ms
             self._send(encode(Control(sla_ms=command.sla_ms, reason="MQTT command")))
+        return self.settings_state(worker_id)
+
+    def settings_state(self, worker_id: str) -> StreamState:
+        """The settings in force, as mirrored on the stream's retained state topic."""
         return StreamState(
             stream=self.stream_id,
             worker=worker_id,

@@ -113,7 +113,8 @@ def decide(
     overloaded = (p95 is not None and p95 > cfg.sla_ms) or obs.result_ratio < MIN_RESULT_RATIO
     if overloaded and level < len(levels) - 1 and since >= cfg.min_dwell_s:
         level, last_change = level + 1, obs.now_s
-        reasons.append(f"down to level {level}: p95 {p95} ms, results {obs.result_ratio:.0%}")
+        shown = "none" if p95 is None else f"{p95:.0f} ms"
+        reasons.append(f"down to level {level}: p95 {shown}, results {obs.result_ratio:.0%}")
     elif (
         not overloaded
         and level > 0

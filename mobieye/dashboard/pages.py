@@ -21,6 +21,8 @@ _STYLE = (
     "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
     "th{background:#f3f3f3}.stale,.offline{color:#999}.muted{color:#777}"
     "[hidden]{display:none!important}"
+    ".charts{display:flex;flex-wrap:wrap;gap:0 1.5em}.chart h3{margin:.6em 0 .2em;font-size:1em}"
+    ".chart p{margin:.1em 0 .4em}"
 )
 
 
@@ -66,6 +68,12 @@ def _table(headers: Sequence[str], rows: Iterable[tuple[str, Sequence[str]]]) ->
 def _latency(s: StreamView) -> str:
     lat = s.latency_ms
     return NONE if lat is None else f"{lat.p50:.0f} / {lat.p95:.0f}"
+
+
+def _level(s: StreamView) -> str:
+    if s.level is None:
+        return NONE
+    return f"{s.level} ({_fmt(s.target_fps, 0)} / {_fmt(s.bitrate_kbps)})"
 
 
 def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> HTMLResponse:
@@ -116,6 +124,37 @@ _STREAM_CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
     "img-src 'self' blob: data:; media-src 'self' blob:; form-action 'none'"
 )
+
+
+def _legend(*items: tuple[str, str, bool]) -> str:
+    """(label, colour, dashed) swatches under a chart."""
+    swatch = {False: "\u2501", True: "\u2505"}
+    cells = (
+        f'{escape(label)} <span style="color:{color}">{swatch[dashed]}</span>'
+        for label, color, dashed in items
+    )
+    return '<p class="muted">' + " ".join(cells) + "</p>"
+
+
+# (canvas id, heading, legend): drawn by /static/stream.js with the same colours.
+_CHART_SPECS = [
+    ("chart", "Latency, capture to result",
+     _legend(("p50", "#1f77b4", False), ("p95", "#ff7f0e", False), ("SLA", "#d62728", True))),
+    ("chart-fps", "Frame rate",
+     _legend(("received", "#2ca02c", False), ("controller's target", "#7f7f7f", True))),
+    ("chart-uplink", "Uplink",
+     _legend(("received kbps", "#17becf", False), ("controller's bitrate cap", "#7f7f7f", True))),
+    ("chart-keyframes", "Keyframe share",
+     _legend(("frames detected", "#8c564b", False), ("1 / keyframe interval", "#7f7f7f", True))),
+    ("chart-model", "Model in use", ""),
+]  # fmt: skip
+_CHARTS = "".join(
+    f'<div class="chart"><h3>{escape(title)}</h3>'
+    f'<canvas id="{cid}" width="520" height="{60 if cid == "chart-model" else 180}"></canvas>'
+    f"{legend}</div>"
+    for cid, title, legend in _CHART_SPECS
+)
+
 _LIVE = (
     '<h2>Live <small id="live-path" class="muted">connecting\u2026</small></h2>'
     '<div id="live" style="position:relative;display:inline-block;background:#111;'
@@ -124,9 +163,15 @@ _LIVE = (
     '<canvas id="overlay" style="position:absolute;left:0;top:0;width:100%;height:100%">'
     '</canvas><img id="mjpeg" alt="live view (MJPEG)" hidden style="display:block;max-width:100%">'
     "</div>"
-    '<h2>Latency</h2><canvas id="chart" width="640" height="220"></canvas>'
-    '<p class="muted">p50 <span style="color:#1f77b4">\u2501</span> p95 '
-    '<span style="color:#ff7f0e">\u2501</span> SLA <span style="color:#d62728">\u2505</span></p>'
+    + '<div class="charts">'
+    + _CHARTS
+    + "</div>"
+    + '<h2>Timeline</h2><p class="muted">Controller steps, failovers and operators\' settings, '
+    'newest first; also marked on the charts (decision <span style="color:#7f7f7f">\u2506</span>'
+    ' failover <span style="color:#d62728">\u2503</span> settings '
+    '<span style="color:#9467bd">\u2506</span>).</p>'
+    "<table><thead><tr><th>time</th><th>what</th><th>detail</th></tr></thead>"
+    '<tbody id="timeline"></tbody></table>'
     '<h2>Control</h2><form id="control">'
     '<label>model <select name="model" id="control-model">'
     '<option value="">(unchanged)</option></select></label> '
@@ -148,6 +193,9 @@ def stream_page(stream: StreamView, events: Sequence[ObjectEvent]) -> HTMLRespon
         ("keyframe", "keyframe interval", _fmt(stream.keyframe_interval)),
         ("detector", "detector share", _fmt(stream.detector_fraction, 2)),
         ("sla", "SLA ms", _fmt(stream.sla_ms, 0)),
+        ("uplink", "uplink kbps", _fmt(stream.uplink_kbps, 0)),
+        ("level", "controller level (fps / bitrate cap kbps)", _level(stream)),
+        ("failovers", "failovers", _fmt(stream.failovers)),
     ]
     fact_rows = "".join(
         f'<tr><th>{escape(label)}</th><td id="fact-{fid}">{v}</td></tr>' for fid, label, v in facts

@@ -30,7 +30,9 @@ class StreamView(View):
     latency_ms: LatencyMs | None = Field(description="Capture-to-result p50/p95 of the period.")
     model: str | None
     keyframe_interval: int | None
-    detector_fraction: float | None = Field(description="Share of frames the detector ran on.")
+    detector_fraction: float | None = Field(
+        description="Keyframe share: frames the detector ran on, in the last stats period."
+    )
     uplink_kbps: float | None = None
     damaged_frames: int | None = None
     sla_ms: float | None = Field(default=None, description="Latency target in force.")

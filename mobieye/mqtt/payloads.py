@@ -84,7 +84,10 @@ class StreamStats(Payload):
     latency_ms: LatencyMs | None = None
     model: str | None = None
     keyframe_interval: int | None = Field(default=None, ge=1)
-    detector_fraction: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    detector_fraction: float = Field(
+        default=0.0, ge=0, le=1, allow_inf_nan=False,
+        description="Keyframe share: detector runs per result sent, in the period.",
+    )  # fmt: skip
     uplink_kbps: NonNegative | None = Field(
         default=None, description="RTP payload received in the period (None: not measured)."
     )

@@ -116,6 +116,15 @@ async def _check_page(
         assert path == "mjpeg", (path, logs)
         await until(page, "document.getElementById('mjpeg').naturalWidth > 0", 10_000)
     await until(page, "window.mobieyeChartPoints > 0", 10_000)
+    # Every chart draws: latency, fps, uplink (measured by the worker), keyframe share, model;
+    # the controller's first step (it picks a model) is in the timeline.
+    charts = ["chart", "chart-fps", "chart-uplink", "chart-keyframes", "chart-model"]
+    await until(page, f"{charts}.every((c) => window.mobieyeCharts[c] > 0)", 10_000)
+    await until(page, "document.querySelector('#timeline tr[data-kind=decision]')", 10_000)
+    steps = await page.eval_on_selector_all(
+        "#timeline tr[data-kind=decision]", "rows => rows.map((r) => r.textContent)"
+    )
+    assert any("model" in step for step in steps), steps
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-stream.png"), full_page=True)
 
@@ -137,6 +146,9 @@ async def _check_page(
 
     await eventually(mirrored, timeout_s=10, what="the worker to mirror sla_ms 150 and the model")
     await until(page, "document.getElementById('fact-sla').textContent === '150'")
+    # The operator's change is on the timeline too (and marked on the charts).
+    await until(page, "document.querySelector('#timeline tr[data-kind=settings]')")
+    assert "SLA 100 \u2192 150 ms" in await page.inner_text("#timeline tr[data-kind=settings]")
 
     # The MJPEG fallback (forced here; the session cookie now stands in for the token).
     await page.goto(f"{url}?live=mjpeg")

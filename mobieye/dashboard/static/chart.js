@@ -1,54 +1,130 @@
-// A small hand-written line chart: latency p50/p95 over time against the SLA line.
+// Small hand-written time-series charts on a canvas (no library to vendor): lines against a
+// reference line, a band chart for a categorical value (the model in use), and vertical markers
+// for what changed the stream (controller steps, failovers, operators' settings). All charts of
+// a page share one time axis, so a marker lines up with its effect on every chart.
 
-const COLORS = { p50: "#1f77b4", p95: "#ff7f0e", sla: "#d62728", axis: "#888" };
-const PAD = { left: 44, right: 10, top: 10, bottom: 24 };
+const AXIS = "#888";
+const PAD = { left: 48, right: 10, top: 10, bottom: 24 };
+export const MARKER_COLORS = { decision: "#7f7f7f", failover: "#d62728", settings: "#9467bd" };
+const BAND_COLORS = ["#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2"];
 
-// points: [{t, p50_ms, p95_ms}] oldest first; sla: number or null. Returns points drawn.
-export function drawChart(canvas, points, sla) {
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height;
-  ctx.clearRect(0, 0, w, h);
-  const pts = points.filter((p) => p.p50_ms != null && p.p95_ms != null);
-  const plotW = w - PAD.left - PAD.right, plotH = h - PAD.top - PAD.bottom;
+// The time span every chart draws: the points' (at least 10 s).
+export function timeSpan(points) {
+  const t0 = points.length ? points[0].t : 0;
+  const t1 = points.length ? Math.max(points[points.length - 1].t, t0 + 10) : 10;
+  return [t0, t1];
+}
 
-  // Scales: time on x (at least a 10 s span), milliseconds on y from 0.
-  const t0 = pts.length ? pts[0].t : 0;
-  const t1 = pts.length ? Math.max(pts[pts.length - 1].t, t0 + 10) : 10;
-  const yMax = niceMax(Math.max(1, sla ?? 0, ...pts.map((p) => p.p95_ms)) * 1.1);
+// spec: {points, span, lines: [{key, color, dash?}], unit, ref?: {value, color}, yMax?,
+// markers?: [{t, kind}]}. Returns how many points had a value for the first line.
+export function drawChart(canvas, spec) {
+  const { ctx, w, h, plotW, plotH } = begin(canvas);
+  const [t0, t1] = spec.span;
+  const values = spec.lines.flatMap((l) => spec.points.map((p) => p[l.key]))
+    .filter((v) => v != null);
+  const top = spec.yMax ?? niceMax(Math.max(1e-9, spec.ref?.value ?? 0, ...values) * 1.1);
   const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * plotW;
-  const y = (ms) => PAD.top + plotH - (ms / yMax) * plotH;
+  const y = (v) => PAD.top + plotH - (Math.min(v, top) / top) * plotH;
 
-  drawAxes(ctx, w, h, yMax, y, t1 - t0);
-  if (sla != null) {
+  drawAxes(ctx, w, h, top, y, spec.unit, t1 - t0);
+  drawMarkers(ctx, spec.markers ?? [], x, t0, t1, PAD.top, h - PAD.bottom);
+  if (spec.ref?.value != null) {
     ctx.save();
     ctx.setLineDash([6, 4]);
-    line(ctx, [[PAD.left, y(sla)], [w - PAD.right, y(sla)]], COLORS.sla);
+    line(ctx, [[PAD.left, y(spec.ref.value)], [w - PAD.right, y(spec.ref.value)]],
+      spec.ref.color);
     ctx.restore();
   }
-  line(ctx, pts.map((p) => [x(p.t), y(p.p50_ms)]), COLORS.p50);
-  line(ctx, pts.map((p) => [x(p.t), y(p.p95_ms)]), COLORS.p95);
-  if (!pts.length) {
-    ctx.fillStyle = COLORS.axis;
-    ctx.fillText("no latency yet", PAD.left + 10, PAD.top + 16);
+  let drawn = 0;
+  spec.lines.forEach((l, i) => {
+    const pts = spec.points.filter((p) => p[l.key] != null);
+    if (i === 0) drawn = pts.length;
+    ctx.save();
+    if (l.dash) ctx.setLineDash(l.dash);
+    line(ctx, pts.map((p) => [x(p.t), y(p[l.key])]), l.color);
+    ctx.restore();
+  });
+  if (!drawn) {
+    ctx.fillStyle = AXIS;
+    ctx.fillText("no data yet", PAD.left + 10, PAD.top + 16);
   }
+  return drawn;
+}
+
+// One coloured band per run of equal values of points[key], labelled where it fits.
+// Returns how many points had a value.
+export function drawBands(canvas, spec) {
+  const { ctx, w, h, plotW } = begin(canvas);
+  const [t0, t1] = spec.span;
+  const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * plotW;
+  const pts = spec.points.filter((p) => p[spec.key] != null);
+  const colors = new Map();
+  const colorOf = (v) => {
+    if (!colors.has(v)) colors.set(v, BAND_COLORS[colors.size % BAND_COLORS.length]);
+    return colors.get(v);
+  };
+  const bandTop = PAD.top, bandH = h - PAD.top - PAD.bottom;
+  for (let i = 0; i < pts.length; i++) {
+    let j = i;
+    while (j + 1 < pts.length && pts[j + 1][spec.key] === pts[i][spec.key]) j++;
+    const x0 = x(pts[i].t);
+    const x1 = j + 1 < pts.length ? x(pts[j + 1].t) : Math.max(x(pts[j].t), x0 + 2);
+    ctx.fillStyle = colorOf(pts[i][spec.key]);
+    ctx.fillRect(x0, bandTop, Math.max(1, x1 - x0), bandH);
+    // The label, clipped to its band: a long model name is cut, never drawn over the next.
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(x0, bandTop, Math.max(1, x1 - x0), bandH);
+    ctx.clip();
+    ctx.fillStyle = "#222";
+    ctx.fillText(String(pts[i][spec.key]), x0 + 4, bandTop + bandH / 2 + 4);
+    ctx.restore();
+    i = j;
+  }
+  drawMarkers(ctx, spec.markers ?? [], x, t0, t1, PAD.top, h - PAD.bottom);
+  ctx.fillStyle = AXIS;
+  ctx.fillText(pts.length ? `last ${(t1 - t0).toFixed(0)} s` : "no data yet",
+    PAD.left + 4, h - 6);
   return pts.length;
 }
 
-function drawAxes(ctx, w, h, yMax, y, span) {
-  ctx.strokeStyle = COLORS.axis;
-  ctx.fillStyle = COLORS.axis;
-  ctx.lineWidth = 1;
+function begin(canvas) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
   ctx.font = "11px system-ui, sans-serif";
+  return { ctx, w, h, plotW: w - PAD.left - PAD.right, plotH: h - PAD.top - PAD.bottom };
+}
+
+function drawMarkers(ctx, markers, x, t0, t1, yTop, yBottom) {
+  for (const m of markers) {
+    if (m.t < t0 || m.t > t1) continue;
+    ctx.save();
+    ctx.strokeStyle = MARKER_COLORS[m.kind] ?? AXIS;
+    ctx.lineWidth = m.kind === "failover" ? 2 : 1;
+    if (m.kind !== "failover") ctx.setLineDash([3, 3]);
+    ctx.beginPath();
+    ctx.moveTo(x(m.t), yTop);
+    ctx.lineTo(x(m.t), yBottom);
+    ctx.stroke();
+    ctx.restore();
+  }
+}
+
+function drawAxes(ctx, w, h, top, y, unit, span) {
+  ctx.strokeStyle = AXIS;
+  ctx.fillStyle = AXIS;
+  ctx.lineWidth = 1;
   ctx.beginPath();
   ctx.moveTo(PAD.left, PAD.top);
   ctx.lineTo(PAD.left, h - PAD.bottom);
   ctx.lineTo(w - PAD.right, h - PAD.bottom);
   ctx.stroke();
   for (let i = 0; i <= 4; i++) {  // y ticks
-    const ms = (yMax * i) / 4;
-    ctx.fillText(ms.toFixed(0), 4, y(ms) + 4);
+    const v = (top * i) / 4;
+    ctx.fillText(top < 10 ? v.toFixed(2) : v.toFixed(0), 4, y(v) + 4);
   }
-  ctx.fillText(`ms  /  last ${span.toFixed(0)} s`, PAD.left + 4, h - 6);
+  ctx.fillText(`${unit}  /  last ${span.toFixed(0)} s`, PAD.left + 4, h - 6);
 }
 
 function line(ctx, xy, color) {

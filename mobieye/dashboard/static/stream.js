@@ -1,14 +1,16 @@
-// The stream page: facts, latency chart, events and control refreshed every second, plus the
-// live view (live.js). Everything goes to this dashboard's own origin.
+// The stream page: facts, charts, timeline, events and control refreshed every second, plus
+// the live view (live.js). Everything goes to this dashboard's own origin.
 
-import { drawChart } from "./chart.js";
+import { drawBands, drawChart, timeSpan } from "./chart.js";
 import { startLive } from "./live.js";
 
 const streamId = document.body.dataset.stream;
 const api = `/api/streams/${encodeURIComponent(streamId)}`;
 const $ = (id) => document.getElementById(id);
 const DASH = "\u2013";
-window.mobieyeChartPoints = 0;
+window.mobieyeChartPoints = 0;  // the latency chart's, for tests
+window.mobieyeCharts = {};  // chart id -> points drawn
+window.mobieyeTimeline = 0;
 
 async function getJson(url) {
   const r = await fetch(url);
@@ -32,6 +34,10 @@ function showFacts(s, workers) {
   $("fact-keyframe").textContent = fmt(s.keyframe_interval, 0);
   $("fact-detector").textContent = fmt(s.detector_fraction, 2);
   $("fact-sla").textContent = fmt(s.sla_ms, 0);
+  $("fact-uplink").textContent = fmt(s.uplink_kbps, 0);
+  $("fact-level").textContent = s.level == null ? DASH
+    : `${s.level} (${fmt(s.target_fps, 0)} / ${fmt(s.bitrate_kbps, 0)})`;
+  $("fact-failovers").textContent = fmt(s.failovers, 0);
   showModels(w?.models ?? []);
 }
 
@@ -68,6 +74,49 @@ function showEvents(events) {
   $("events").replaceChildren(...rows);
 }
 
+// Every chart on one time axis, with the timeline's entries as vertical markers.
+function showCharts(points, timeline, sla) {
+  const span = timeSpan(points);
+  const markers = timeline.map((e) => ({ t: e.t, kind: e.kind }));
+  // The nominal keyframe share of the policy's interval, beside the measured one.
+  const pts = points.map((p) => ({
+    ...p, nominal_share: p.keyframe_interval ? 1 / p.keyframe_interval : null,
+  }));
+  const common = { points: pts, span, markers };
+  const charts = {
+    chart: drawChart($("chart"), { ...common, unit: "ms", ref: { value: sla, color: "#d62728" },
+      lines: [{ key: "p50_ms", color: "#1f77b4" }, { key: "p95_ms", color: "#ff7f0e" }] }),
+    "chart-fps": drawChart($("chart-fps"), { ...common, unit: "fps",
+      lines: [{ key: "fps", color: "#2ca02c" },
+        { key: "target_fps", color: "#7f7f7f", dash: [6, 4] }] }),
+    "chart-uplink": drawChart($("chart-uplink"), { ...common, unit: "kbps",
+      lines: [{ key: "uplink_kbps", color: "#17becf" },
+        { key: "bitrate_kbps", color: "#7f7f7f", dash: [6, 4] }] }),
+    "chart-keyframes": drawChart($("chart-keyframes"), { ...common, unit: "share", yMax: 1,
+      lines: [{ key: "detector_fraction", color: "#8c564b" },
+        { key: "nominal_share", color: "#7f7f7f", dash: [6, 4] }] }),
+    "chart-model": drawBands($("chart-model"), { ...common, key: "model" }),
+  };
+  window.mobieyeCharts = charts;
+  window.mobieyeChartPoints = charts.chart;
+}
+
+function showTimeline(timeline) {
+  const rows = timeline.slice().reverse().slice(0, 50).map((e) => {
+    const tr = document.createElement("tr");
+    tr.dataset.kind = e.kind;
+    const when = new Date(e.t * 1000).toLocaleTimeString();
+    for (const v of [when, e.kind, e.text]) {
+      const td = document.createElement("td");
+      td.textContent = String(v);  // text only: reasons come from the fleet
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("timeline").replaceChildren(...rows);
+  window.mobieyeTimeline = timeline.length;
+}
+
 async function refresh() {
   try {
     const [s, workers, series, events] = await Promise.all([
@@ -75,7 +124,8 @@ async function refresh() {
       getJson(`/api/events?limit=20&stream=${encodeURIComponent(streamId)}`),
     ]);
     showFacts(s, workers);
-    window.mobieyeChartPoints = drawChart($("chart"), series.points, s.sla_ms);
+    showCharts(series.points, series.timeline, s.sla_ms);
+    showTimeline(series.timeline);
     showEvents(events);
   } catch (err) {
     $("fact-state").textContent = `ended or unreachable (${err.message})`;
