@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     dashboard.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    dashboard.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name or IP the self-signed certificate must cover (repeatable); "
+        "bound to 0.0.0.0 it already covers this machine's name and addresses",
+    )
     _broker_flag(dashboard)
 
     from mobieye.models_cli import add_models_parser
@@ -284,7 +292,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mobieye.dashboard.main import run_dashboard
         from mobieye.dashboard.tls import resolve_tls
 
-        tls = resolve_tls(args.dashboard_host, args.tls, args.tls_cert, args.tls_key)
+        tls = resolve_tls(args.dashboard_host, args.tls, args.tls_cert, args.tls_key, args.tls_name)
         return run_dashboard(settings, args.dashboard_host, args.port, args.token, tls)
     if args.command == "demo":
         from mobieye.demo import run_demo

@@ -13,7 +13,7 @@ import uvicorn
 from mobieye.config import Settings
 from mobieye.dashboard.app import create_dashboard_app
 from mobieye.dashboard.auth import TOKEN_ENV, resolve_token
-from mobieye.dashboard.tls import TlsFiles
+from mobieye.dashboard.tls import WILDCARDS, TlsFiles, local_addresses
 from mobieye.errors import ConfigError
 from mobieye.mqtt.errors import BrokerError
 from mobieye.mqtt.preflight import check_broker
@@ -92,6 +92,11 @@ async def serve_dashboard(
             await asyncio.sleep(0.05)
         url = dashboard_url(host, bound_port, secret, https=tls is not None)
         print(f"MobiEye dashboard: {url}", flush=True)
+        if host in WILDCARDS:
+            # What to type on a phone on the same network (its camera needs HTTPS).
+            for ip in local_addresses():
+                phone = dashboard_url(ip, bound_port, secret, https=tls is not None)
+                print(f"  from another device: {phone.replace('/?', '/phone?')}", flush=True)
         if generated:
             print(f"(token generated for this run; set {TOKEN_ENV} to keep one)", flush=True)
         if ready is not None:

@@ -10,9 +10,13 @@ import datetime
 import ipaddress
 import logging
 import os
+import re
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,11 +41,41 @@ def tls_dir() -> Path:
     return runtime.CACHE_DIR / "tls"
 
 
-def san_names(host: str) -> list[str]:
-    """The names the certificate must cover: the bind host, localhost and 127.0.0.1."""
+WILDCARDS = ("", "0.0.0.0", "::")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def local_addresses() -> list[str]:
+    """This machine's unicast interface addresses, loopback and IPv6 link-local left out: what
+    a phone on the same network types in. Read from the interfaces; nothing is sent."""
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                ip = ipaddress.ip_address(a.address.split("%", 1)[0])
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_link_local or ip.is_multicast) and str(ip) not in found:
+                found.append(str(ip))
+    return found
+
+
+def san_names(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The names the certificate must cover: localhost, 127.0.0.1, the bind host (or, bound to
+    every interface, this machine's name and addresses) and any ``extra`` names."""
     names = ["localhost", "127.0.0.1"]
-    if host and host not in ("0.0.0.0", "::") and host not in names:
-        names.append(host)
+    if host in WILDCARDS:
+        hostname = socket.gethostname()
+        mdns = [hostname, f"{hostname}.local"] if _HOSTNAME.fullmatch(hostname) else []
+        wanted = [*mdns, *local_addresses()]
+    else:
+        wanted = [host]
+    for name in [*wanted, *extra]:
+        if name and name not in names:
+            names.append(name)
     return names
 
 
@@ -65,11 +99,14 @@ def certificate_covers(cert_path: Path, names: list[str]) -> bool:
     return fresh and all(_general_name(n) in covered for n in names)
 
 
-def self_signed(host: str, directory: Path | None = None) -> TlsFiles:
-    """A self-signed certificate for ``host`` (plus localhost, 127.0.0.1), made once and reused."""
+def self_signed(
+    host: str, directory: Path | None = None, extra_names: Sequence[str] = ()
+) -> TlsFiles:
+    """A self-signed certificate for :func:`san_names`, made once and reused while it still
+    covers them (a new LAN address, say, makes a new one)."""
     directory = directory or tls_dir()
     files = TlsFiles(directory / "dashboard-cert.pem", directory / "dashboard-key.pem")
-    names = san_names(host)
+    names = san_names(host, extra_names)
     if files.key.exists() and certificate_covers(files.cert, names):
         return files
     directory.mkdir(parents=True, exist_ok=True)
@@ -104,14 +141,26 @@ def self_signed(host: str, directory: Path | None = None) -> TlsFiles:
     return files
 
 
-def resolve_tls(host: str, tls: str | None, cert: Path | None, key: Path | None) -> TlsFiles | None:
-    """The files of ``--tls self-signed`` or ``--tls-cert``/``--tls-key``; None: plain HTTP."""
+def resolve_tls(
+    host: str,
+    tls: str | None,
+    cert: Path | None,
+    key: Path | None,
+    names: Sequence[str] = (),
+) -> TlsFiles | None:
+    """The files of ``--tls self-signed`` (also covering ``--tls-name`` names) or
+    ``--tls-cert``/``--tls-key``; None: plain HTTP."""
     if tls is not None and (cert is not None or key is not None):
         raise ConfigError("--tls self-signed and --tls-cert/--tls-key exclude each other")
+    if names and tls is None:
+        raise ConfigError("--tls-name goes with --tls self-signed, not a given certificate")
+    for name in names:
+        if not (_is_ip(name) or _HOSTNAME.fullmatch(name)):
+            raise ConfigError(f"--tls-name {name!r} is not a host name or IP address")
     if tls is not None:
         if tls != SELF_SIGNED:
             raise ConfigError(f"--tls takes {SELF_SIGNED!r}, not {tls!r}")
-        return self_signed(host)
+        return self_signed(host, extra_names=names)
     if cert is None and key is None:
         return None
     if cert is None or key is None:
@@ -120,3 +169,11 @@ def resolve_tls(host: str, tls: str | None, cert: Path | None, key: Path | None)
         if not path.is_file():
             raise ConfigError(f"TLS file not found: {path}")
     return TlsFiles(cert, key)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

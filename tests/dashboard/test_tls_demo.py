@@ -11,9 +11,11 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from cryptography import x509
 
@@ -84,6 +86,63 @@ def test_tls_flags_are_checked(tmp_path: Path) -> None:
         resolve_tls("127.0.0.1", None, tmp_path / "c.pem", tmp_path / "k.pem")
     with pytest.raises(ConfigError, match="exclude"):
         resolve_tls("127.0.0.1", "self-signed", tmp_path / "c.pem", None)
+
+
+def test_extra_names_are_covered_and_checked(tmp_path: Path) -> None:
+    files = self_signed("127.0.0.1", tmp_path, extra_names=["cam.example", "203.0.113.5"])
+    assert certificate_covers(files.cert, ["cam.example", "203.0.113.5", "localhost"])
+    with pytest.raises(ConfigError, match="goes with --tls self-signed"):
+        resolve_tls("127.0.0.1", None, None, None, ["cam.example"])
+    for bad in ("a b", "https://cam.example", "-x.example", ""):
+        with pytest.raises(ConfigError, match="not a host name or IP"):
+            resolve_tls("127.0.0.1", "self-signed", None, None, [bad])
+
+
+@pytest.fixture
+def lan_address() -> Iterator[str]:
+    """A LAN-like address on this test's own loopback device, so a dashboard bound to 0.0.0.0
+    has one to offer a phone. Only where the suite runs in its own network namespace (the one
+    scripts/test.sh makes): the host's interfaces are never touched."""
+    if set(psutil.net_if_addrs()) != {"lo"} or os.geteuid() != 0:
+        pytest.skip("needs the suite's own network namespace (lo only) and root in it")
+    address = "192.0.2.77"  # TEST-NET-1: documentation only, never routed
+    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    try:
+        yield address
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)
+
+
+def test_dashboard_on_every_interface_prints_phone_urls_its_certificate_covers(
+    broker: MosquittoProcess, lan_address: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "dashboard.log"
+    cache = tmp_path / "cache"
+    token = "p" * 24
+    proc = _cli(
+        ["dashboard", "--broker", broker.url, "--host", "0.0.0.0", "--port", "0",
+         "--token", token, "--tls", "self-signed", "--tls-name", "cam.example"],
+        log, cache,
+    )  # fmt: skip
+    try:
+        _wait_url(log, proc, 30)
+        deadline = time.monotonic() + 5
+        phone = None
+        while phone is None and time.monotonic() < deadline:
+            found = re.search(r"from another device: (https://\S+)", log.read_text())
+            phone = found.group(1) if found else None
+            time.sleep(0.1)
+        assert phone is not None, log.read_text()
+        assert phone.startswith(f"https://{lan_address}:") and f"/phone?token={token}" in phone
+        cert = cache / "tls" / "dashboard-cert.pem"
+        assert certificate_covers(cert, [lan_address, "cam.example", "localhost", "127.0.0.1"])
+        # The phone's URL verifies against the certificate: HTTPS with the right name.
+        with httpx.Client(
+            verify=ssl.create_default_context(cafile=cert), trust_env=False, timeout=5
+        ) as client:
+            assert client.get(phone).status_code == 200
+    finally:
+        stop(proc)
 
 
 def test_dashboard_serves_https_with_a_self_signed_certificate(
