@@ -125,8 +125,6 @@ async def _check_page(
         "#timeline tr[data-kind=decision]", "rows => rows.map((r) => r.textContent)"
     )
     assert any("model" in step for step in steps), steps
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "dashboard-stream.png"), full_page=True)
 
     # The control form: the model <select> lists the worker's models; the command (a model and
     # an SLA) is accepted (202) and the worker mirrors both.
@@ -149,6 +147,9 @@ async def _check_page(
     # The operator's change is on the timeline too (and marked on the charts).
     await until(page, "document.querySelector('#timeline tr[data-kind=settings]')")
     assert "SLA 100 \u2192 150 ms" in await page.inner_text("#timeline tr[data-kind=settings]")
+    await asyncio.sleep(2)  # a few more chart points after the change, for the picture
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-stream.png"), full_page=True)
 
     # The MJPEG fallback (forced here; the session cookie now stands in for the token).
     await page.goto(f"{url}?live=mjpeg")
