@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol
 
@@ -48,7 +48,7 @@ from mobieye.mqtt import (
     StreamState,
     StreamStats,
 )
-from mobieye.mqtt.payloads import MAX_DECISIONS
+from mobieye.mqtt.payloads import MAX_DECISIONS, SETTINGS, Setting
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 
@@ -222,9 +222,10 @@ class StreamSession:
         if command.sla_ms is not None:
             self.sla_ms = command.sla_ms
             self._send(encode(Control(sla_ms=command.sla_ms, reason="MQTT command")))
-        return self.settings_state(worker_id)
+        given = command.model_dump(exclude_none=True)
+        return self.settings_state(worker_id, changed=[k for k in SETTINGS if k in given])
 
-    def settings_state(self, worker_id: str) -> StreamState:
+    def settings_state(self, worker_id: str, changed: Sequence[Setting] = ()) -> StreamState:
         """The settings in force, as mirrored on the stream's retained state topic."""
         return StreamState(
             stream=self.stream_id,
@@ -232,6 +233,7 @@ class StreamSession:
             model=self.processor.model,
             keyframe_interval=self.processor.keyframe.interval,
             sla_ms=self.sla_ms,
+            changed=list(changed),
         )
 
     def _publish_events(self, outcome: StepOutcome) -> None:

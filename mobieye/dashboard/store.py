@@ -297,15 +297,18 @@ class FleetStore:
 
 
 def _settings_change(before: StreamState | None, after: StreamState) -> str:
-    """What an operator changed, e.g. "SLA 100 \u2192 50 ms"; "" for the first state or none."""
+    """What an operator's command changed, e.g. "SLA 100 \u2192 50 ms"; "" when none did.
+
+    Only the fields the command set count: the keyframe interval also moves by itself (the
+    policy tunes it), and that is no operator's doing."""
     if before is None:
         return ""
     parts = []
-    if before.sla_ms != after.sla_ms:
+    if "sla_ms" in after.changed and before.sla_ms != after.sla_ms:
         parts.append(f"SLA {_num(before.sla_ms)} \u2192 {_num(after.sla_ms)} ms")
-    if before.model != after.model:
+    if "model" in after.changed and before.model != after.model:
         parts.append(f"model {before.model} \u2192 {after.model}")
-    if before.keyframe_interval != after.keyframe_interval:
+    if "keyframe_interval" in after.changed and before.keyframe_interval != after.keyframe_interval:
         before_k, after_k = before.keyframe_interval, after.keyframe_interval
         parts.append(f"keyframe interval {before_k} \u2192 {after_k}")
     return "; ".join(parts)

@@ -103,6 +103,10 @@ class StreamStats(Payload):
     updated: NonNegative = Field(default_factory=_now)
 
 
+Setting = Literal["model", "sla_ms", "keyframe_interval"]
+SETTINGS: tuple[Setting, ...] = ("model", "sla_ms", "keyframe_interval")  # what a Command sets
+
+
 class StreamState(Payload):
     """Retained on ``P/streams/<id>/state``: the settings in force, mirroring ``.../set``."""
 
@@ -112,6 +116,10 @@ class StreamState(Payload):
     model: str | None = None
     sla_ms: NonNegative | None = None
     keyframe_interval: int | None = Field(default=None, ge=1)
+    changed: list[Setting] = Field(
+        default_factory=list,
+        description="The fields the command behind this state set (none: the stream's start).",
+    )
     updated: NonNegative = Field(default_factory=_now)
 
 

@@ -276,12 +276,17 @@ def test_operator_settings_changes_are_in_the_timeline(store: FleetStore) -> Non
         payload = StreamState(stream="s1", worker="w1", **kw)
         return store.on_message(topics.stream_state(P, "s1"), payload.to_bytes())
 
-    assert state(model="m1", sla_ms=100.0, keyframe_interval=6)
-    assert state(model="m1", sla_ms=100.0, keyframe_interval=6)  # republished, unchanged
-    assert state(model="m2", sla_ms=50.0, keyframe_interval=6)
+    assert state(model="m1", sla_ms=100.0, keyframe_interval=6)  # the stream's start
+    assert state(model="m1", sla_ms=100.0, keyframe_interval=6, changed=["sla_ms"])  # no change
+    # The policy tuned the interval meanwhile: not the operator's doing, not in the timeline.
+    assert state(model="m2", sla_ms=50.0, keyframe_interval=5, changed=["sla_ms", "model"])
+    assert state(model="m2", sla_ms=50.0, keyframe_interval=8, changed=["keyframe_interval"])
     timeline = store.timeline("s1")
     assert timeline is not None
-    assert [e.text for e in timeline] == ["SLA 100 \u2192 50 ms; model m1 \u2192 m2"]
+    assert [e.text for e in timeline] == [
+        "SLA 100 \u2192 50 ms; model m1 \u2192 m2",
+        "keyframe interval 5 \u2192 8",
+    ]
 
 
 def test_timeline_is_bounded(clock: Clock) -> None:
