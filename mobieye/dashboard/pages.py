@@ -37,6 +37,7 @@ def _page(
     meta = '<meta http-equiv="refresh" content="5">' if refresh else ""
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
         f"<body{body_attrs}><h1>{escape(title)}</h1>{body}</body></html>"
     )

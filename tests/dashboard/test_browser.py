@@ -224,18 +224,25 @@ async def test_phone_page_streams_the_camera_to_the_least_loaded_worker(
                     response = await page.goto(f"{dashboard.url}/phone?token={dashboard.token}")
                     assert response.status == 200
                     await until(page, "window.mobieyePhoneResults > 10", 30_000)
+                    # The page matched results to its frames by RTP timestamp (encoded transforms).
+                    await until(page, "window.mobieyePhoneLatencies > 10", 10_000)
                     await until(page, "window.mobieyeLabelsDrawn.includes('person')", 10_000)
                     sid = await page.evaluate("window.mobieyePhoneStream")
                     status = await page.inner_text("#phone-status")
                     assert "w-phone" in status, (status, logs)
+                    assert not [m for m in logs if m.startswith("error")], logs
                     ARTIFACTS.mkdir(exist_ok=True)
                     await page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
 
-                    async def on_dashboard() -> bool:
+                    async def on_dashboard() -> Any:
                         r = await client.get(f"/api/streams/{sid}")
-                        return r.status_code == 200 and r.json()["worker"] == "w-phone"
+                        body = r.json() if r.status_code == 200 else {}
+                        return body if body.get("latency_ms") else None
 
-                    await eventually(on_dashboard, timeout_s=10, what="the phone's stream")
+                    # Its latency reports reach the worker, hence the dashboard's chart.
+                    s: Any = await eventually(on_dashboard, timeout_s=10, what="phone latency")
+                    assert s["worker"] == "w-phone" and s["uplink_kbps"] > 0, s
+                    assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p95"] < 5000, s
                 finally:
                     await context.close()
     finally:

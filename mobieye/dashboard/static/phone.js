@@ -7,6 +7,21 @@ const $ = (id) => document.getElementById(id);
 const status = (text) => ($("phone-status").textContent = text);
 window.mobieyePhoneResults = 0;
 window.mobieyePhoneStream = null;
+window.mobieyePhoneLatencies = 0;
+const KEEP_SENT = 600;  // frames whose send time is kept: 20 s at 30 fps
+
+function noteSendTimes(sender, sentAt) {
+  const { readable, writable } = sender.createEncodedStreams();
+  const note = new TransformStream({
+    transform(frame, controller) {
+      const ts = frame.getMetadata().rtpTimestamp ?? frame.timestamp;
+      sentAt.set(ts >>> 0, performance.now());
+      if (sentAt.size > KEEP_SENT) sentAt.delete(sentAt.keys().next().value);
+      controller.enqueue(frame);
+    },
+  });
+  readable.pipeThrough(note).pipeTo(writable);
+}
 
 async function start() {
   const video = $("preview");
@@ -17,9 +32,22 @@ async function start() {
   video.srcObject = camera;
   await video.play().catch(() => {});
 
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  for (const track of camera.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  // Encoded transforms let the page note when each frame left the encoder, by its RTP
+  // timestamp: a result's pts is that timestamp, so capture-to-result latency is measurable
+  // here and reported to the worker like an edge agent does (it feeds the dashboard's chart).
+  const transforms = "createEncodedStreams" in RTCRtpSender.prototype;
+  const pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: transforms });
+  const sentAt = new Map();  // RTP timestamp -> performance.now() when encoded
+  for (const track of camera.getVideoTracks()) {
+    const { sender } = pc.addTransceiver(track, { direction: "sendonly" });
+    if (transforms) noteSendTimes(sender, sentAt);
+  }
+  const pending = [];  // latencies (ms) not reported yet
   const channel = pc.createDataChannel("mobieye");
+  setInterval(() => {
+    if (channel.readyState !== "open" || !pending.length) return;
+    channel.send(JSON.stringify({ type: "latency", samples_ms: pending.splice(0) }));
+  }, 1000);
   let latest = null;  // the preview is local: no RTP timestamps to match, the newest result wins
   channel.onopen = () => {
     const settings = camera.getVideoTracks()[0].getSettings();
@@ -36,6 +64,11 @@ async function start() {
     } else if (msg.type === "result") {
       latest = msg;
       window.mobieyePhoneResults += 1;
+      const sent = sentAt.get(msg.pts % 2 ** 32);
+      if (sent !== undefined) {
+        pending.push(Math.round((performance.now() - sent) * 100) / 100);
+        window.mobieyePhoneLatencies += 1;
+      }
     }
   };
 
