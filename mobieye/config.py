@@ -45,8 +45,21 @@ class DetectorConfig(_Section):
     max_det: int = Field(default=100, ge=1, le=1000)
     threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference.")
     classes: list[int] | None = Field(default=None, description="Keep only these class ids.")
+    device: str | None = Field(
+        default=None,
+        pattern=r"^(cpu|cuda(:\d+)?|mps|\d+)$",
+        description="Where inference runs: cpu, cuda, cuda:N or mps (default: ultralytics' "
+        "choice, the first GPU PyTorch sees for .pt; ONNX Runtime's own providers for .onnx).",
+    )
+    half: bool = Field(default=False, description="FP16 inference (CUDA only).")
 
     _imgsz = field_validator("imgsz")(classmethod(lambda cls, v: _check_imgsz(v)))
+
+    @model_validator(mode="after")
+    def _half_on_gpu(self) -> DetectorConfig:
+        if self.half and self.device in ("cpu", "mps"):
+            raise ValueError(f"half (FP16) needs a CUDA device, not {self.device!r}")
+        return self
 
 
 class LadderModel(_Section):

@@ -23,7 +23,9 @@ from mobieye.runtime import configure_ultralytics_env
 log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
-MODEL_SUFFIXES = (".pt", ".onnx", ".torchscript")
+MODEL_SUFFIXES = (".pt", ".onnx", ".torchscript", ".yaml", ".yml")
+# An architecture (ultralytics model YAML) builds with untrained weights: timing only.
+ARCH_SUFFIXES = (".yaml", ".yml")
 STOCK_PREFIXES = ("yolov5", "yolov8", "yolov9", "yolov10", "yolo11", "yolo12", "yolo26", "rtdetr")
 
 
@@ -47,6 +49,11 @@ class ModelRef:
     def name(self) -> str:
         return Path(self.spec).name
 
+    @property
+    def untrained(self) -> bool:
+        """An architecture file: real compute, random weights (for timing, never for boxes)."""
+        return Path(self.spec).suffix.lower() in ARCH_SUFFIXES
+
 
 def resolve_model(spec: str | None) -> ModelRef:
     """Validate a model setting before anything heavy loads; errors name the path and a fix."""
@@ -69,6 +76,8 @@ def resolve_model(spec: str | None) -> ModelRef:
             )
         return ModelRef(spec, path)
     is_stock = path.parent == Path(".") and path.name.lower().startswith(STOCK_PREFIXES)
+    if is_stock and path.suffix in ARCH_SUFFIXES:
+        return ModelRef(spec, None)  # ships inside ultralytics: nothing to download
     if is_stock and path.suffix == ".pt":
         if os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true"):
             raise ModelError(
@@ -100,6 +109,9 @@ class UltralyticsDetector:
 
             torch.set_num_threads(self.cfg.threads)
             self._model = YOLO(str(self.ref.path or self.ref.spec), task="detect")
+            if self.ref.untrained:
+                log.warning("%s is an architecture with untrained weights: its timings are "
+                            "real, its boxes are not", self.ref.spec)  # fmt: skip
             self.names = {int(k): str(v) for k, v in self._model.names.items()}
             self.detect([np.zeros((64, 64, 3), dtype=np.uint8)])  # builds the predictor
             self._set_onnx_threads()
@@ -108,15 +120,17 @@ class UltralyticsDetector:
             raise
         except Exception as exc:
             hint = ""
-            if self.ref.path is None:
+            if self.ref.path is None and not self.ref.untrained:
                 hint = " (no internet? pass --model PATH or set MOBIEYE_MODEL to a local file)"
             raise ModelError(f"cannot load model {self.ref.spec}: {exc}{hint}") from exc
         log.info(
-            "loaded %s (%d classes, imgsz %d, %d threads) in %.1f s",
+            "loaded %s (%d classes, imgsz %d, %d threads, device %s%s) in %.1f s",
             self.ref.spec,
             len(self.names),
             self.cfg.imgsz,
             self.cfg.threads,
+            self.cfg.device or "auto",
+            ", FP16" if self.cfg.half else "",
             time.perf_counter() - started,
         )
 
@@ -144,6 +158,8 @@ class UltralyticsDetector:
             iou=self.cfg.iou,
             max_det=self.cfg.max_det,
             classes=self.cfg.classes,
+            device=self.cfg.device,
+            half=self.cfg.half,
             verbose=False,
         )
         return [Detections.from_ultralytics(r) for r in results]

@@ -13,19 +13,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mobieye.config import LadderModel, Settings
-from mobieye.errors import ModelError
+from pydantic import ValidationError
+
+from mobieye.config import DetectorConfig, LadderModel, Settings
+from mobieye.errors import ConfigError, ModelError
 from mobieye.models import (
+    DEFAULT_FRAMES,
     DEFAULT_REPEATS,
     ModelProfile,
     ProfileCache,
     default_ladder,
+    default_video,
     export_model,
     format_profiles,
     ladder_from_spec,
+    load_frames,
     profile_ladder,
 )
 from mobieye.runtime import default_data_dir
+from mobieye.throughput import ThroughputRow, device_name, format_throughput, measure_throughput
+
+MAX_BATCH = 64
+THROUGHPUT_HELP = """\
+Time the detector at several batch sizes, through the worker's own detector code, on real
+frames. A worker batches the keyframes of its streams that are ready together into one call:
+on a GPU that multiplies images/s; with ONNX Runtime on a small CPU it barely changes them.
+
+An ultralytics architecture name such as yolo11s.yaml builds that model with untrained weights
+(no download): its timings are real, its boxes are not. E.g. on a GPU machine:
+
+  mobieye models throughput --ladder yolo11n.yaml@640,yolo11s.yaml@640 --device cpu,cuda \\
+      --batch 1,4,8,16 --json out.json
+"""
 
 
 def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,6 +92,34 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     profile.add_argument("--json", type=Path, metavar="OUT", help="also write the profiles here")
 
+    throughput = msub.add_parser(
+        "throughput",
+        help="time the detector at several batch sizes on CPU and/or GPU (what batching buys)",
+        description=THROUGHPUT_HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(throughput)
+    ladder_flags(throughput)
+    throughput.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEV,...",
+        help="devices to compare in this run: cpu, cuda, cuda:N, mps (default cpu)",
+    )
+    throughput.add_argument(
+        "--batch", default="1,2,4,8", metavar="N,...", help="batch sizes (default 1,2,4,8)"
+    )
+    throughput.add_argument(
+        "--calls", type=int, default=10, help="timed calls per batch size (default 10)"
+    )
+    throughput.add_argument("--half", action="store_true", help="FP16 on CUDA devices")
+    throughput.add_argument("--video", type=Path, help="clip to take frames from (TUD-Stadtmitte)")
+    throughput.add_argument("--json", type=Path, metavar="OUT", help="also write the rows here")
+    throughput.add_argument(
+        "--markdown", type=Path, metavar="OUT", help="also write the table (and machine) here"
+    )
+
     listing = msub.add_parser(
         "list", help="show the ladder with cached profiles, if any", epilog=EPILOG
     )
@@ -102,6 +149,8 @@ def _err(msg: str) -> None:
 def run_models(settings: Settings, args: argparse.Namespace) -> int:
     ladder = _ladder(settings, args)
     threads = settings.detector.threads
+    if args.models_command == "throughput":
+        return _throughput(ladder, threads, args)
     cache = ProfileCache()
     if args.models_command == "list":
         return _list(ladder, threads, cache)
@@ -139,6 +188,57 @@ def _write_json(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _int_list(flag: str, value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{flag} takes whole numbers separated by commas, not {value!r}"
+        ) from None
+    if not out or min(out) < 1 or max(out) > MAX_BATCH:
+        raise ConfigError(f"{flag} values must be 1..{MAX_BATCH}, got {value!r}")
+    return out
+
+
+def _throughput(ladder: list[LadderModel], threads: int, args: argparse.Namespace) -> int:
+    batches = _int_list("--batch", args.batch)
+    if args.calls < 1:
+        raise ConfigError(f"--calls must be at least 1, got {args.calls}")
+    devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    for device in devices:  # refuse a typo before minutes of loading
+        try:
+            DetectorConfig(device=device, half=args.half and device.startswith("cuda"))
+        except ValidationError:
+            raise ConfigError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+    frames = load_frames(args.video or default_video(), max(DEFAULT_FRAMES, max(batches)))
+    rows: list[ThroughputRow] = []
+    names = {}
+    for device in devices:
+        names[device] = device_name(device)
+        for model in ladder:
+            rows += measure_throughput(
+                model, frames, batches, device=device, threads=threads, calls=args.calls,
+                half=args.half and device.startswith("cuda"), progress=_err,
+            )  # fmt: skip
+    table = format_throughput(rows)
+    h, w = frames[0].shape[:2]
+    machine = "; ".join(f"{d}: {n}" for d, n in names.items())
+    footer = (
+        f"Machine: {machine}; {threads} CPU thread(s); frames {w}x{h} from "
+        f"{(args.video or default_video()).name}; {args.calls} timed calls per row; "
+        "vs batch 1 = images/s over the same model and device unbatched."
+    )
+    print(table + "\n\n" + footer)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"devices": names, "threads": threads, "rows": [r.to_dict() for r in rows]}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + "\n\n" + footer + "\n")
+    return 0
 
 
 def _list(ladder: list[LadderModel], threads: int, cache: ProfileCache) -> int:
