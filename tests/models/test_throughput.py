@@ -37,8 +37,8 @@ def test_rows_per_batch_with_batch_one_as_the_baseline(
 
 
 def test_architecture_yaml_builds_offline_untrained(
-    frames: list, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[type-arg]
+    frames: list[Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     ref = resolve_model("yolo11n.yaml")
     assert ref.path is None and ref.untrained
