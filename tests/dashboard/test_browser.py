@@ -144,12 +144,24 @@ async def _check_page(
 
     await eventually(mirrored, timeout_s=10, what="the worker to mirror sla_ms 150 and the model")
     await until(page, "document.getElementById('fact-sla').textContent === '150'")
+    # Out of range: refused, with the reason in the page; nothing is sent to the worker.
+    await page.fill("input[name=sla_ms]", "5")
+    await page.select_option("#control-model", "")
+    await page.click("#control button[type=submit]")
+    await until(page, "document.getElementById('control-result').dataset.status === '422'")
+    refusal = await page.inner_text("#control-result")
+    assert "sla_ms" in refusal and "greater than or equal to 10" in refusal, refusal
     # The operator's change is on the timeline too (and marked on the charts).
     await until(page, "document.querySelector('#timeline tr[data-kind=settings]')")
     assert "SLA 100 \u2192 150 ms" in await page.inner_text("#timeline tr[data-kind=settings]")
     await asyncio.sleep(2)  # a few more chart points after the change, for the picture
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-stream.png"), full_page=True)
+
+    # An unknown stream is a 404 page saying why, not a stack trace.
+    missing = await page.goto(f"{dashboard.url}/streams/no-such-stream")
+    assert missing.status == 404
+    assert "unknown stream 'no-such-stream'" in await page.inner_text("body")
 
     # The MJPEG fallback (forced here; the session cookie now stands in for the token).
     await page.goto(f"{url}?live=mjpeg")
