@@ -91,6 +91,7 @@ class VideoSource:
         loop_file: bool = False,
         max_width: int | None = None,
         reconnect_s: float = 1.0,
+        keep_timeline: bool = False,
     ) -> None:
         self.spec = spec
         native_fps, self.width, self.height = probe_source(spec)
@@ -106,6 +107,10 @@ class VideoSource:
             self.width, self.height = max_width, int(round(self.height * scale / 2) * 2)
         self.captured = 0
         self.reopens = 0
+        # Every frame the source delivered, (seq, index, capture_s), seq -1 where the frame was
+        # decimated away: the viewer still saw that instant (the bench scores it). Unbounded,
+        # so only for bounded runs.
+        self.timeline: list[tuple[int, int, float]] | None = [] if keep_timeline else None
         self.ended = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,6 +173,8 @@ class VideoSource:
             now = time.monotonic()
             interval = 1.0 / self.target_fps
             if now < next_emit - 0.3 * interval:
+                if self.timeline is not None:
+                    self.timeline.append((-1, index, now))
                 continue  # decimated to target_fps (with slack for timing noise)
             next_emit = max(next_emit + interval, now - 0.5 * interval)
             width = self.max_width
@@ -176,6 +183,8 @@ class VideoSource:
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             gray = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), np.uint8)
             frame = CapturedFrame(self.captured, now, np.asarray(image, np.uint8), index, gray)
+            if self.timeline is not None:
+                self.timeline.append((self.captured, index, now))
             self.captured += 1
             loop.call_soon_threadsafe(slot.put, frame)
         cap.release()

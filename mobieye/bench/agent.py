@@ -21,13 +21,19 @@ from mobieye.runtime import setup_logging
 async def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.model_validate(spec["settings"])
     source = VideoSource(
-        parse_source(spec["video"]), fps=settings.edge.fps, loop_file=True, max_width=None
+        parse_source(spec["video"]),
+        fps=settings.edge.fps,
+        loop_file=True,
+        max_width=None,
+        keep_timeline=True,
     )
     agent = EdgeAgent(settings, source, EdgeOutputs(keep_timeline=True))
     report = await agent.run(spec["duration"])
     return {
         "report": report,
         "frames": [[f.seq, f.index, round(f.capture_s, 6)] for f in agent.sent_frames],
+        # Every frame the clip played, sent or not: what the viewer saw is scored on all of them.
+        "source_frames": [[seq, index, round(t, 6)] for seq, index, t in source.timeline or []],
         "results": [
             [
                 r.seq,

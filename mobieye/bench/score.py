@@ -25,12 +25,16 @@ def score_mode(
     sla_ms: float,
     min_score: float,
 ) -> dict[str, Any]:
-    """Boxes below ``min_score`` count on neither side: near the detector's threshold, boxes
+    """Accuracy is scored on every frame the clip played (``source_frames``): a frame the
+    controller decimated, or the edge's latest-frame slot replaced before it was sent, still
+    showed something (the newest boxes). Latency and SLA misses are over the frames sent.
+
+    Boxes below ``min_score`` count on neither side: near the detector's threshold, boxes
     flicker with compression noise alone, which no pipeline can be scored against."""
     oracle = [f.confident(min_score) for f in oracle]
     vs_oracle, vs_gt = F1Score(), F1Score()
     latencies: list[float] = []
-    frames = in_time = fallback = runs = sent = 0
+    frames = scored = in_time = fallback = runs = sent = 0
     uplink: list[float] = []
     for agent in run.agents:
         sent_frames = agent["frames"]  # [seq, index, capture_s]
@@ -44,8 +48,10 @@ def score_mode(
             ms = (r.arrival_s - capture[r.seq]) * 1000
             latencies.append(ms)
             in_time += ms <= sla_ms
-        shown = display_timeline([(s, t) for s, _, t in sent_frames], results, sla_ms)
-        for (_, index, _), d in zip(sent_frames, shown, strict=True):
+        played = agent.get("source_frames") or sent_frames  # older runs: sent frames only
+        shown = display_timeline([(s, t) for s, _, t in played], results, sla_ms)
+        scored += len(played)
+        for (_, index, _), d in zip(played, shown, strict=True):
             shown_boxes = EMPTY
             if d.result is not None and d.result.score is not None:
                 shown_boxes = FrameBoxes(d.result.xyxy, d.result.class_id, d.result.score)
@@ -68,6 +74,7 @@ def score_mode(
     streams = len(run.agents)
     return {
         "frames": frames,
+        "frames_scored": scored,
         "f1_vs_oracle": round(vs_oracle.f1, 4),
         "f1_vs_gt": round(vs_gt.f1, 4) if gt is not None else None,
         "precision_vs_oracle": round(vs_oracle.precision, 4),

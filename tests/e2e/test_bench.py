@@ -89,6 +89,8 @@ def test_short_run_scores_every_mode(
         assert set(m["latency_ms"]) >= {"p50", "p95", "p99"}
         assert 0.3 < m["f1_vs_oracle"] <= 1.0, (name, m["f1_vs_oracle"])
         assert m["frames"] > 80
+        # Every frame the clip played is scored; sent ones are among them.
+        assert m["frames_scored"] >= m["frames"], (name, m["frames_scored"], m["frames"])
     conv, fixed, ours = (result["modes"][k] for k in ("conventional", "fixed", "mobieye"))
     assert conv["detector_fraction"] > 0.5
     assert 0.08 < fixed["detector_fraction"] < 0.2  # every 8th frame
