@@ -96,6 +96,8 @@ class StreamSession:
             stream_id, settings.keyframe, pool, settings.controller.accuracy_target
         )
         self._queue_ms: list[float] = []  # since the last stats message
+        self._ctl_received = 0  # frames received and skipped at the last stats message
+        self._ctl_dropped = 0
         self._latency_samples: list[float] = []  # the edge's, since the last MQTT stats
         self._stats_at = time.monotonic()
         self._stats_frames = 0
@@ -172,7 +174,15 @@ class StreamSession:
         """Called about once a second by the worker: inputs of the edge's controller."""
         queue_ms = sum(self._queue_ms) / len(self._queue_ms) if self._queue_ms else 0.0
         self._queue_ms = []
-        stats = WorkerStats(models=self._models(), queue_ms=round(queue_ms, 2), streams=streams)
+        received = self.frames_received - self._ctl_received
+        dropped = self._slot.dropped - self._ctl_dropped
+        self._ctl_received, self._ctl_dropped = self.frames_received, self._slot.dropped
+        stats = WorkerStats(
+            models=self._models(),
+            queue_ms=round(queue_ms, 2),
+            streams=streams,
+            dropped_ratio=round(min(1.0, dropped / received), 4) if received else None,
+        )
         self._send(encode(stats))
 
     # -- fleet (MQTT) -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class EdgeController:
         self.state = ControllerState()
         self.models: tuple[ModelInfo, ...] = ()
         self.queue_ms = 0.0
+        self.worker_drop_ratio: float | None = None
         self.decisions: deque[dict[str, Any]] = deque(maxlen=KEEP_DECISIONS)
         self.changes = 0
         self._latencies: list[float] = []
@@ -75,6 +76,7 @@ class EdgeController:
     def on_worker_stats(self, stats: WorkerStats) -> None:
         self.models = tuple(stats.models)
         self.queue_ms = stats.queue_ms
+        self.worker_drop_ratio = stats.dropped_ratio
 
     def on_sent(self) -> None:
         self._sent += 1
@@ -101,6 +103,7 @@ class EdgeController:
             result_ratio=min(1.0, self._answered / self._sent),
             rtt_ms=rtt_ms,
             queue_ms=self.queue_ms,
+            worker_drop_ratio=self.worker_drop_ratio,
             uplink_kbps=uplink,
             models=self.models,
         )

@@ -21,7 +21,8 @@ from mobieye.config import ControllerConfig
 from mobieye.messages import ModelInfo
 
 HEADROOM = 0.5  # step up only when p95 is under half the SLA
-MIN_RESULT_RATIO = 0.9  # fewer results than this in a period counts as overload
+MIN_RESULT_RATIO = 0.9  # fewer results than this in a period may mean overload...
+MAX_WORKER_DROP = 0.05  # ...when the worker skips at least this share of the frames it decodes
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Observation:
     result_ratio: float  # frames with a result / frames sent, over the last period
     rtt_ms: float | None = None
     queue_ms: float = 0.0  # the worker's decoded-to-processed wait
+    worker_drop_ratio: float | None = None  # frames the worker skipped; None: not reported
     uplink_kbps: float | None = None
     models: tuple[ModelInfo, ...] = ()
 
@@ -110,11 +112,19 @@ def decide(
     last_change = obs.now_s if state.last_level_change_s is None else state.last_level_change_s
     since = obs.now_s - last_change
     p95 = obs.latency_p95_ms
-    overloaded = (p95 is not None and p95 > cfg.sla_ms) or obs.result_ratio < MIN_RESULT_RATIO
+    # Missing results mean overload when the worker says it is skipping frames (or can't
+    # say); otherwise they were lost on the way (packet loss, keyframe recovery), and sending
+    # fewer frames would only cost accuracy.
+    worker_skips = obs.worker_drop_ratio is None or obs.worker_drop_ratio >= MAX_WORKER_DROP
+    starved = obs.result_ratio < MIN_RESULT_RATIO and worker_skips
+    overloaded = (p95 is not None and p95 > cfg.sla_ms) or starved
     if overloaded and level < len(levels) - 1 and since >= cfg.min_dwell_s:
         level, last_change = level + 1, obs.now_s
         shown = "none" if p95 is None else f"{p95:.0f} ms"
-        reasons.append(f"down to level {level}: p95 {shown}, results {obs.result_ratio:.0%}")
+        skipped = "" if obs.worker_drop_ratio is None else f", skipped {obs.worker_drop_ratio:.0%}"
+        reasons.append(
+            f"down to level {level}: p95 {shown}, results {obs.result_ratio:.0%}{skipped}"
+        )
     elif (
         not overloaded
         and level > 0

@@ -112,6 +112,9 @@ class WorkerStats(_Msg):
     models: list[ModelInfo]
     queue_ms: float  # mean decoded-to-processed wait of this stream's frames
     streams: int
+    # Share of this stream's decoded frames the worker skipped (a newer one replaced them before
+    # its pipeline got to them) since the last stats; None from workers that don't say.
+    dropped_ratio: float | None = Field(default=None, ge=0, le=1)
 
 
 class Control(_Msg):

@@ -31,6 +31,7 @@ def run(trace: list[dict[str, float]], cfg: ControllerConfig = CFG) -> list[tupl
             result_ratio=row.get("ratio", 1.0),
             rtt_ms=row.get("rtt", 1.0),
             queue_ms=row.get("queue", 0.0),
+            worker_drop_ratio=row.get("skipped"),
             models=LADDER,
         )
         state, d = decide(cfg, state, obs)
@@ -65,7 +66,18 @@ def test_model_switch_needs_confirmation_and_follows_the_network() -> None:
     assert models[6] == "medium"  # and one good tick doesn't switch back
 
 
-def test_missing_results_count_as_overload() -> None:
-    levels = [lvl for lvl, _ in run([{"p95": 10, "ratio": 0.5}] * 5)]
+def test_missing_results_count_as_overload_when_the_worker_skips_frames() -> None:
+    for skipped in (0.4, None):  # the worker says it skips frames, or says nothing (older one)
+        levels = [lvl for lvl, _ in run([{"p95": 10, "ratio": 0.5, "skipped": skipped}] * 5)]
+        assert levels[-1] >= 1, skipped
+        assert DEFAULT_LEVELS[levels[-1]].bitrate_kbps < DEFAULT_LEVELS[0].bitrate_kbps
+
+
+def test_results_lost_on_the_link_do_not_cost_frames() -> None:
+    # A lossy link: 15% of frames never answered, the worker keeps up with all it decodes and
+    # latency is fine. Fewer frames would not bring the lost ones back: no step down.
+    levels = [lvl for lvl, _ in run([{"p95": 60, "ratio": 0.85, "skipped": 0.0}] * 10)]
+    assert levels == [0] * 10
+    # Latency over the SLA still steps down, loss or not.
+    levels = [lvl for lvl, _ in run([{"p95": 160, "ratio": 0.85, "skipped": 0.0}] * 5)]
     assert levels[-1] >= 1
-    assert DEFAULT_LEVELS[levels[-1]].bitrate_kbps < DEFAULT_LEVELS[0].bitrate_kbps
