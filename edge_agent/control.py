@@ -151,6 +151,7 @@ class EdgeController:
                 "result_ratio": round(obs.result_ratio, 3),
                 "rtt_ms": obs.rtt_ms,
                 "queue_ms": obs.queue_ms,
+                "worker_drop_ratio": obs.worker_drop_ratio,
                 "uplink_kbps": round(obs.uplink_kbps, 1) if obs.uplink_kbps else None,
             }
         )

@@ -103,6 +103,8 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
                 escape(s.model or NONE),
                 _fmt(s.keyframe_interval),
                 _fmt(s.detector_fraction, 2),
+                _level(s),
+                _fmt(s.failovers),
                 "stale" if s.stale else "live",
             ],
         )
@@ -115,7 +117,7 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
            if w_rows else '<p class="muted">No worker seen yet.</p>')
         + "<h2>Streams</h2>"
         + (_table(["id", "worker", "fps", "latency p50 / p95 ms", "model", "keyframe interval",
-                   "detector share", "state"], s_rows)
+                   "detector share", "level (fps / kbps)", "failovers", "state"], s_rows)
            if s_rows else '<p class="muted">No stream seen yet.</p>')
     )  # fmt: skip
     return _page("MobiEye fleet", body)

@@ -46,6 +46,10 @@ async def test_clip_streams_and_every_frame_gets_boxes(
     assert report["out_of_order_results"] == 0
     assert report["latency_ms"]["p50"] is not None and report["latency_ms"]["p50"] > 0
     assert report["stream_id"] == "tud"
+    # The worker tells the controller how many frames it skipped (none, on an idle worker).
+    last = report["controller"]["last"]
+    assert last is not None and last["worker_drop_ratio"] is not None, last
+    assert 0 <= last["worker_drop_ratio"] < 0.5
 
     seqs = [r.seq for r in results]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "results must arrive in order"
