@@ -44,8 +44,10 @@ from mobieye.messages import (
 from mobieye.slot import LatestSlot
 from mobieye.webrtc import (
     confine_to_loopback,
+    install_bitrate_hysteresis,
     install_sender_zero_timestamp_origin,
     set_bitrate_limits,
+    uninstall_bitrate_hysteresis,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ def prepare_sender_webrtc(settings: Settings) -> None:
     set_bitrate_limits(
         settings.webrtc.min_bitrate_kbps * 1000, settings.webrtc.max_bitrate_kbps * 1000
     )
+    if settings.webrtc.bitrate_hysteresis > 0:
+        install_bitrate_hysteresis(settings.webrtc.bitrate_hysteresis)
+    else:
+        uninstall_bitrate_hysteresis()
 
 
 class EdgeAgent:

@@ -156,6 +156,13 @@ class WebRTCConfig(_Section):
     jitter_capacity: int = Field(default=64, ge=16, le=1024)
     min_bitrate_kbps: int = Field(default=250, ge=30)
     max_bitrate_kbps: int = Field(default=1500, ge=30)
+    bitrate_hysteresis: float = Field(
+        default=0.3,
+        ge=0,
+        lt=1,
+        description="Ignore encoder bitrate moves smaller than this share (aiortc restarts the "
+        "encoder, with a keyframe, on every move over 10%); 0 keeps aiortc's behaviour.",
+    )
 
     @field_validator("jitter_capacity")
     @classmethod

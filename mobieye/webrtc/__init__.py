@@ -2,7 +2,14 @@
 timestamps, codec choice. Every patch is explicit: call the ones a process needs at startup,
 before it creates peer connections."""
 
-from .codecs import VideoCodec, get_bitrate_limits, prefer_codec, set_bitrate_limits
+from .codecs import (
+    VideoCodec,
+    get_bitrate_limits,
+    install_bitrate_hysteresis,
+    prefer_codec,
+    set_bitrate_limits,
+    uninstall_bitrate_hysteresis,
+)
 from .ice import (
     IceServerLike,
     IceServerSpec,
@@ -36,6 +43,7 @@ __all__ = [
     "confine_to_loopback",
     "filter_sdp_candidates",
     "get_bitrate_limits",
+    "install_bitrate_hysteresis",
     "install_low_latency_jitter_buffer",
     "install_receiver_absolute_timestamps",
     "install_sender_zero_timestamp_origin",
@@ -48,6 +56,7 @@ __all__ = [
     "prefer_codec",
     "rtc_configuration",
     "set_bitrate_limits",
+    "uninstall_bitrate_hysteresis",
     "uninstall_low_latency_jitter_buffer",
     "uninstall_receiver_absolute_timestamps",
     "uninstall_sender_zero_timestamp_origin",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import aiortc.codecs.h264
 import aiortc.codecs.vpx
@@ -16,6 +16,12 @@ logger = logging.getLogger(__name__)
 VideoCodec = Literal["vp8", "h264"]
 
 _ENCODER_MODULES: dict[str, ModuleType] = {"vp8": aiortc.codecs.vpx, "h264": aiortc.codecs.h264}
+_ENCODERS: dict[str, type] = {
+    "vp8": aiortc.codecs.vpx.Vp8Encoder,
+    "h264": aiortc.codecs.h264.H264Encoder,
+}
+_STOCK_TARGET: dict[str, property] = {c: e.__dict__["target_bitrate"] for c, e in _ENCODERS.items()}
+BITRATE_HYSTERESIS = 0.3
 
 
 def _is_rtx(codec: RTCRtpCodecCapability) -> bool:
@@ -94,3 +100,39 @@ def get_bitrate_limits(codec: VideoCodec) -> tuple[int, int, int]:
     """(min, max, default) bits per second currently used by aiortc's encoder for ``codec``."""
     module = _ENCODER_MODULES[codec]
     return int(module.MIN_BITRATE), int(module.MAX_BITRATE), int(module.DEFAULT_BITRATE)
+
+
+def install_bitrate_hysteresis(min_change: float = BITRATE_HYSTERESIS) -> None:
+    """Make aiortc's encoders ignore small moves of their target bitrate.
+
+    aiortc re-creates the encoder whenever REMB moves its target by over 10%: a fresh keyframe
+    (many times a delta frame's size) and the encoder's start-up cost, every few seconds while
+    the receiver's estimate wanders, which shows as latency spikes. Moves under ``min_change``
+    (relative) are dropped; big ones (congestion) get through, and so does any move while the
+    target lies outside the limits now in force (the controller changed level).
+    """
+    if not 0 < min_change < 1:
+        raise ValueError(f"min_change must be in (0, 1), got {min_change}")
+    for codec, encoder in _ENCODERS.items():
+        stock = _STOCK_TARGET[codec]
+        module = _ENCODER_MODULES[codec]
+
+        def setter(
+            self: Any, bitrate: int, _stock: property = stock, _module: ModuleType = module
+        ) -> None:
+            assert _stock.fget is not None and _stock.fset is not None
+            current = int(_stock.fget(self))
+            low, high = int(_module.MIN_BITRATE), int(_module.MAX_BITRATE)
+            wanted = max(low, min(int(bitrate), high))
+            if not low <= current <= high or abs(wanted - current) >= min_change * current:
+                _stock.fset(self, bitrate)
+
+        setattr(encoder, "target_bitrate", property(stock.fget, setter))  # noqa: B010
+    logger.info(
+        "encoder bitrate moves under %.0f%% ignored (no encoder restarts)", 100 * min_change
+    )
+
+
+def uninstall_bitrate_hysteresis() -> None:
+    for codec, encoder in _ENCODERS.items():
+        setattr(encoder, "target_bitrate", _STOCK_TARGET[codec])  # noqa: B010

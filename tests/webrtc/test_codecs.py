@@ -1,13 +1,24 @@
-"""Codec preferences and bitrate clamps."""
+"""Codec preferences, bitrate clamps and the bitrate hysteresis (real libvpx encoders)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from fractions import Fraction
+
 import aiortc.codecs.h264
 import aiortc.codecs.vpx
+import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
+from av import VideoFrame
 
-from mobieye.webrtc.codecs import get_bitrate_limits, prefer_codec, set_bitrate_limits
+from mobieye.webrtc.codecs import (
+    get_bitrate_limits,
+    install_bitrate_hysteresis,
+    prefer_codec,
+    set_bitrate_limits,
+    uninstall_bitrate_hysteresis,
+)
 from mobieye.webrtc.ice import confine_to_loopback, rtc_configuration
 
 
@@ -81,3 +92,52 @@ def test_set_bitrate_limits_validates(low: int, high: int, default: int | None) 
     with pytest.raises(ValueError):
         set_bitrate_limits(low, high, default)
     assert get_bitrate_limits("vp8") == before
+
+
+@pytest.fixture
+def vp8_limits() -> Iterator[None]:
+    before = get_bitrate_limits("vp8")
+    yield
+    set_bitrate_limits(before[0], before[1], before[2], codecs=("vp8",))
+    uninstall_bitrate_hysteresis()
+
+
+def test_hysteresis_drops_small_moves_and_passes_big_ones(vp8_limits: None) -> None:
+    install_bitrate_hysteresis(0.3)
+    set_bitrate_limits(250_000, 1_500_000, default_bps=500_000, codecs=("vp8",))
+    encoder = aiortc.codecs.vpx.Vp8Encoder()
+    for remb, expected in [(540_000, 500_000), (600_000, 500_000), (700_000, 700_000),
+                           (650_000, 700_000), (400_000, 400_000)]:  # fmt: skip
+        encoder.target_bitrate = remb
+        assert encoder.target_bitrate == expected, remb
+    # The controller narrows the limits (a new level): the next move gets through, clamped.
+    set_bitrate_limits(250_000, 350_000, codecs=("vp8",))
+    encoder.target_bitrate = 900_000
+    assert encoder.target_bitrate == 350_000
+    encoder.target_bitrate = 320_000  # a wiggle inside the level
+    assert encoder.target_bitrate == 350_000
+    with pytest.raises(ValueError):
+        install_bitrate_hysteresis(1.5)
+
+
+def _encode(encoder: aiortc.codecs.vpx.Vp8Encoder, i: int) -> object:
+    image = np.full((96, 128, 3), (i * 37) % 255, np.uint8)
+    frame = VideoFrame.from_ndarray(image, format="bgr24")
+    frame.pts, frame.time_base = i * 3000, Fraction(1, 90_000)
+    encoder.encode(frame)
+    return encoder.codec
+
+
+@pytest.mark.parametrize("hysteresis", [False, True])
+def test_a_remb_wiggle_restarts_the_stock_encoder_only(vp8_limits: None, hysteresis: bool) -> None:
+    if hysteresis:
+        install_bitrate_hysteresis(0.3)
+    else:
+        uninstall_bitrate_hysteresis()
+    set_bitrate_limits(250_000, 1_500_000, default_bps=500_000, codecs=("vp8",))
+    encoder = aiortc.codecs.vpx.Vp8Encoder()
+    first = _encode(encoder, 0)
+    _encode(encoder, 1)
+    encoder.target_bitrate = 600_000  # +20%: what REMB does every few seconds
+    restarted = _encode(encoder, 2) is not first
+    assert restarted is not hysteresis  # a restart is a new libvpx encoder and a keyframe
