@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -237,6 +238,10 @@ class EdgeAgent:
         worker URL, reconnects to it); capture and the on-device fallback go on meanwhile.
         """
         prepare_sender_webrtc(self.settings)
+        # What is loaded by now lives as long as the agent: keep full collections (a pause of
+        # every frame in flight) from walking it.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         slot: LatestSlot[CapturedFrame] = LatestSlot(1)
         deadline = time.monotonic() + duration_s if duration_s else None
