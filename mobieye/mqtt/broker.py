@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -201,6 +202,19 @@ class MosquittoProcess:
     ) -> None:
         self.close()
 
+    async def __aenter__(self) -> MosquittoProcess:
+        """In async code: start (and later close) in a thread, never on the event loop."""
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
     # -- internals -------------------------------------------------------------------------
 
     def _config(self, workdir: Path) -> str:
@@ -255,7 +269,7 @@ class MosquittoProcess:
 
     def _wait_ready(self, timeout_s: float) -> bool:
         # Blocking by design: MosquittoProcess is a synchronous helper (tests, fleet checks);
-        # async callers run start()/restart() with asyncio.to_thread.
+        # async callers use ``async with`` or run start()/restart() with asyncio.to_thread.
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:

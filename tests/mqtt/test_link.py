@@ -384,7 +384,7 @@ async def test_tls(tmp_path: Path) -> None:
     if shutil.which("openssl") is None or not os.access(MOSQUITTO, os.X_OK):
         pytest.skip("needs openssl and Mosquitto")
     ca, cert, key = make_certs(tmp_path)
-    with MosquittoProcess(certfile=cert, keyfile=key) as broker:
+    async with MosquittoProcess(certfile=cert, keyfile=key) as broker:
         assert broker.url.startswith("mqtts://127.0.0.1:")
         cfg = MqttConfig(broker=broker.url, ca_file=str(ca))
         await check_connect(cfg, timeout_s=3)
