@@ -38,10 +38,10 @@ from mobieye.messages import (
     Result,
     Welcome,
     WorkerStats,
-    as_id,
     encode,
     parse_message,
 )
+from mobieye.mqtt import topics
 from mobieye.slot import LatestSlot
 from mobieye.webrtc import (
     confine_to_loopback,
@@ -277,7 +277,8 @@ class EdgeAgent:
                 if done:
                     break
                 self.stats.failovers += 1
-                self._lost_worker = as_id(self.conn.worker_id)
+                lost = self.conn.worker_id
+                self._lost_worker = lost if lost and topics.is_valid_id(lost) else None
                 log.warning("lost worker %s: %s; failing over", self.conn.url,
                             self.conn.lost_reason)  # fmt: skip
                 self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "

@@ -61,17 +61,8 @@ class EdgeController:
         new worker starts from its defaults; the controller only sends changes)."""
         if self.state.model is None and self.state.level == 0:
             return  # nothing decided yet: the first decision will say it
-        level = DEFAULT_LEVELS[self.state.level]
-        control = Control(
-            model=self.state.model,
-            level=self.state.level,
-            fps=level.fps,
-            max_width=level.max_width,
-            bitrate_kbps=level.bitrate_kbps,
-            max_keyframe_interval=level.max_keyframe_interval,
-            reason=f"resumed at level {self.state.level} on worker {worker_id}",
-        )
-        self.send(encode(control))
+        reason = f"resumed at level {self.state.level} on worker {worker_id}"
+        self._tell_worker(self.state.level, self.state.model, reason)
 
     def on_worker_stats(self, stats: WorkerStats) -> None:
         self.models = tuple(stats.models)
@@ -126,14 +117,20 @@ class EdgeController:
             min(self.webrtc.min_bitrate_kbps, level.bitrate_kbps) * 1000,
             level.bitrate_kbps * 1000,
         )
+        model = decision.model if model_changed else None
+        self._tell_worker(decision.level_index, model, decision.reason)
+
+    def _tell_worker(self, level_index: int, model: str | None, reason: str) -> None:
+        """The level (and model, when given) in force, for the worker to apply and export."""
+        level = DEFAULT_LEVELS[level_index]
         control = Control(
-            model=decision.model if model_changed else None,
-            level=decision.level_index,
+            model=model,
+            level=level_index,
             fps=level.fps,
             max_width=level.max_width,
             bitrate_kbps=level.bitrate_kbps,
             max_keyframe_interval=level.max_keyframe_interval,
-            reason=decision.reason,
+            reason=reason,
         )
         self.send(encode(control))
 

@@ -55,8 +55,22 @@ class ModelRef:
         return Path(self.spec).suffix.lower() in ARCH_SUFFIXES
 
 
-def resolve_model(spec: str | None) -> ModelRef:
-    """Validate a model setting before anything heavy loads; errors name the path and a fix."""
+def resolve_model(spec: str | None, allow_untrained: bool = False) -> ModelRef:
+    """Validate a model setting before anything heavy loads; errors name the path and a fix.
+
+    An architecture YAML (untrained weights) is refused unless ``allow_untrained``: only timing
+    (``mobieye models throughput``) may use one; a worker serving it would draw noise."""
+    ref = _resolve_model(spec)
+    if ref.untrained and not allow_untrained:
+        raise ModelError(
+            f"model {spec} is an architecture without trained weights: its boxes would be "
+            "meaningless. Pass a trained .pt, .onnx or OpenVINO model (architectures are for "
+            "`mobieye models throughput` only)"
+        )
+    return ref
+
+
+def _resolve_model(spec: str | None) -> ModelRef:
     if not spec:
         raise ModelError(
             "no detector model given: pass --model PATH (a .pt, .onnx or OpenVINO export dir) "
@@ -92,9 +106,9 @@ def resolve_model(spec: str | None) -> ModelRef:
 class UltralyticsDetector:
     """An ultralytics YOLO model. Not thread-safe: one thread calls detect()."""
 
-    def __init__(self, cfg: DetectorConfig) -> None:
+    def __init__(self, cfg: DetectorConfig, allow_untrained: bool = False) -> None:
         self.cfg = cfg
-        self.ref = resolve_model(cfg.model)
+        self.ref = resolve_model(cfg.model, allow_untrained)
         self.name = self.ref.name
         self.names: dict[int, str] = {}
         self._model: Any = None

@@ -6,7 +6,6 @@ is a :class:`MessageError` naming the problem, which the receiver logs and drops
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -18,13 +17,6 @@ PROTOCOL_VERSION = 1
 # The edge stamps frame k with pts = k * frame_ticks on the 90 kHz RTP clock.
 RTP_CLOCK_HZ = 90_000
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # stream and worker ids: safe in MQTT topics and URLs
-
-
-def as_id(value: str | None) -> str | None:
-    """``value`` if it is a valid id (at most 128 of ID_PATTERN's characters), else None."""
-    if value is None or len(value) > 128 or re.fullmatch(ID_PATTERN, value) is None:
-        return None
-    return value
 
 
 class _Msg(BaseModel):

@@ -144,7 +144,7 @@ def _fixed_onnx_size(path: Path) -> int | None:
     return None
 
 
-def ladder_from_spec(spec: str) -> list[LadderModel]:
+def ladder_from_spec(spec: str, allow_untrained: bool = False) -> list[LadderModel]:
     """Parse ``PATH[@IMGSZ][=ACCURACY],...``, least accurate first.
 
     Without declared accuracies each rung's accuracy is its 1-based position, so the given order is
@@ -167,7 +167,7 @@ def ladder_from_spec(spec: str) -> list[LadderModel]:
         if not local.exists() and not local.name.lower().startswith(STOCK_PREFIXES):
             raise ModelError(f"{where}: model file {local} does not exist")
         try:
-            ref = resolve_model(path_s)
+            ref = resolve_model(path_s, allow_untrained)
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
         fixed = _fixed_onnx_size(ref.path) if ref.path is not None else None

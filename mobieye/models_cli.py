@@ -129,7 +129,8 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _ladder(settings: Settings, args: argparse.Namespace) -> list[LadderModel]:
     if args.ladder:
-        return ladder_from_spec(args.ladder)
+        # Untrained architectures only time the detector; profiles feed the controller.
+        return ladder_from_spec(args.ladder, allow_untrained=args.models_command == "throughput")
     if settings.ladder:
         return list(settings.ladder)
     data_dir = default_data_dir()

@@ -70,7 +70,7 @@ def measure_throughput(
     cfg = DetectorConfig(
         model=model.path, imgsz=model.imgsz, threads=threads, device=device, half=half
     )
-    detector = UltralyticsDetector(cfg)
+    detector = UltralyticsDetector(cfg, allow_untrained=True)
     detector.load()
     rows: list[ThroughputRow] = []
     base_rate: float | None = None

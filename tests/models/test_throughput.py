@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from mobieye.config import DetectorConfig, LadderModel
 from mobieye.detector import Image, resolve_model
+from mobieye.errors import ModelError
 from mobieye.models import load_frames
 from mobieye.throughput import format_throughput, measure_throughput
 from tests.models.test_cli import run_cli
@@ -40,8 +41,11 @@ def test_architecture_yaml_builds_offline_untrained(
     frames: list[Image], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    ref = resolve_model("yolo11n.yaml")
+    ref = resolve_model("yolo11n.yaml", allow_untrained=True)
     assert ref.path is None and ref.untrained
+    # Anywhere boxes matter (a worker, the ladder, the bench) it is refused, saying why.
+    with pytest.raises(ModelError, match="architecture without trained weights"):
+        resolve_model("yolo11n.yaml")
     rows = measure_throughput(
         LadderModel(path="yolo11n.yaml", imgsz=320, accuracy=39.5), frames, [1], calls=1
     )
