@@ -10,7 +10,6 @@ const $ = (id) => document.getElementById(id);
 const DASH = "\u2013";
 window.mobieyeChartPoints = 0;  // the latency chart's, for tests
 window.mobieyeCharts = {};  // chart id -> points drawn
-window.mobieyeTimeline = 0;
 
 async function getJson(url) {
   const r = await fetch(url);
@@ -114,7 +113,6 @@ function showTimeline(timeline) {
     return tr;
   });
   $("timeline").replaceChildren(...rows);
-  window.mobieyeTimeline = timeline.length;
 }
 
 async function refresh() {
