@@ -1,7 +1,9 @@
 """The worker's HTTP face: WebRTC signalling, health and metrics.
 
 ``POST /offer`` takes ``{"sdp", "type": "offer", "stream_id"?}`` and answers with the worker's
-SDP; ``/healthz`` is 503 until the detector is loaded; ``/metrics`` is Prometheus text.
+SDP; ``/healthz`` is 503 until the detector is loaded and whenever it can't detect (its thread
+is gone, nothing completes while detections wait, or they all fail); ``/metrics`` is Prometheus
+text.
 Watching a stream (cloud_worker/viewers.py): ``POST /view`` (WebRTC, the same body with the
 stream's id), ``GET /streams/{id}/mjpeg`` (the fallback), ``GET /viewers``.
 """
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
+from cloud_worker.detector_health import detector_problem
 from cloud_worker.detector_pool import DetectorPool
 from cloud_worker.fleet import FleetPresence
 from cloud_worker.metrics import WorkerMetrics
@@ -64,6 +67,12 @@ class WorkerState:
     @property
     def ready(self) -> bool:
         return self.pool is not None
+
+    def detector_problem(self) -> str | None:
+        """Why this worker can't detect now (None: it can, or it is still loading)."""
+        if self.pool is None:
+            return None
+        return detector_problem(self.pool.facts(), self.settings.worker.detector_stall_s)
 
     def forget(self, session: StreamSession) -> None:
         self.sessions.pop(session.stream_id, None)
@@ -137,8 +146,14 @@ def create_app(
             if on_load_failure is not None:
                 on_load_failure(exc)
             return
+        m = state.metrics
         pool = DetectorPool(
-            detectors, max_pending=settings.worker.max_streams, max_batch=settings.worker.max_batch
+            detectors,
+            max_pending=settings.worker.max_streams,
+            max_batch=settings.worker.max_batch,
+            min_deadline_s=settings.worker.detection_deadline_s,
+            on_restart=m.detector_restarts.inc,
+            on_failure=m.detector_failures.inc,
         )
         await asyncio.to_thread(pool.profile)
         # Models, ONNX Runtime and torch leave a few million long-lived objects: a full garbage
@@ -149,10 +164,21 @@ def create_app(
         log.info("worker %s ready: models %s", worker_id, ", ".join(detectors))
 
     async def publish_stats() -> None:
+        problem: str | None = None
         while True:
             await asyncio.sleep(STATS_PERIOD_S)
             for session in list(state.sessions.values()):
                 session.send_stats(len(state.sessions))
+            if state.pool is None:
+                continue
+            # Say it once when the worker stops being able to detect, and once when it recovers.
+            now = state.detector_problem()
+            state.metrics.detector_up.set(0 if now else 1)
+            if now and not problem:
+                log.error("worker %s cannot detect: %s", worker_id, now)
+            elif problem and not now:
+                log.warning("worker %s detects again", worker_id)
+            problem = now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -186,6 +212,9 @@ def create_app(
             return JSONResponse({**body, "status": "failed", "error": state.load_error}, 503)
         if not state.ready:
             return JSONResponse({**body, "status": "loading"}, 503)
+        problem = state.detector_problem()
+        if problem:
+            return JSONResponse({**body, "status": "failing", "error": problem}, 503)
         return JSONResponse({**body, "status": "ok"})
 
     @app.get("/streams")
@@ -254,6 +283,9 @@ def create_app(
             return _error(
                 503, state.load_error or "worker is still loading its model", state, "not_ready"
             )
+        problem = state.detector_problem()
+        if problem:
+            return _error(503, f"worker cannot detect: {problem}", state, "failing")
         if len(state.sessions) >= settings.worker.max_streams:
             return _error(
                 503,

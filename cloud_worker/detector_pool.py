@@ -5,6 +5,10 @@ inference thread (on a small box two concurrent inferences only slow each other 
 stream has at most one detection in flight (the keyframe policy treats it as busy), so the queue
 is bounded by the number of streams; submissions past ``max_pending`` are refused.
 
+The inference thread is supervised: if anything escapes it, the traceback is logged, the
+detections it held fail at once (no caller hangs), it is restarted and the restart is counted.
+What it completes and fails is kept as :class:`DetectorFacts` for the worker's health.
+
 The pool keeps each model's measured inference time (mean and spread, exponentially weighted),
 which the controller uses to pick the most accurate model that fits the latency budget.
 """
@@ -16,11 +20,13 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
+from cloud_worker.detector_health import DetectorFacts
 from mobieye.detections import Detections
 from mobieye.detector import Detector, Image
 
@@ -28,9 +34,13 @@ log = logging.getLogger(__name__)
 
 EWMA_ALPHA = 0.1
 PROFILE_RUNS = 8
+# A pending detection is abandoned after this many of its expected waits (queue ahead + its own
+# batch), and never before the configured floor.
+DEADLINE_FACTOR = 3.0
+RESTART_BACKOFF_S = (0.05, 5.0)  # first and longest pause before restarting a crashed thread
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DetectOutput:
     model: str
     detections: Detections
@@ -60,11 +70,27 @@ class ModelStats:
         self.runs += 1
 
 
+def _notify(callback: Callable[..., None] | None, *args: object) -> None:
+    """Tell an observer (metrics); it must never take the inference thread down with it."""
+    if callback is None:
+        return
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("detector pool observer failed")
+
+
 class PoolBusy(Exception):
     """More detections are waiting than the pool accepts."""
 
 
-@dataclass
+class DetectorCrashed(RuntimeError):
+    """The inference thread died holding this detection (it has been restarted)."""
+
+
+# eq=False: requests hold images, and the generated __eq__ would compare them with numpy's ==
+# (which raises for two different frames). Requests are only ever told apart by identity.
+@dataclass(eq=False)
 class _Request:
     image: Image
     label: str
@@ -80,7 +106,13 @@ class DetectorPool:
     """
 
     def __init__(
-        self, detectors: dict[str, tuple[Detector, float]], max_pending: int = 8, max_batch: int = 4
+        self,
+        detectors: dict[str, tuple[Detector, float]],
+        max_pending: int = 8,
+        max_batch: int = 4,
+        min_deadline_s: float = 1.0,
+        on_restart: Callable[[], None] | None = None,
+        on_failure: Callable[[int], None] | None = None,
     ) -> None:
         """``detectors``: label -> (loaded detector, declared accuracy)."""
         if not detectors:
@@ -91,13 +123,23 @@ class DetectorPool:
         self.default = max(self.stats.values(), key=lambda s: s.accuracy).label
         self.max_pending = max_pending
         self.max_batch = max_batch
+        self.min_deadline_s = min_deadline_s
+        self._on_restart = on_restart
+        self._on_failure = on_failure
         self._queue: deque[_Request] = deque()
+        self._running: list[_Request] = []  # the batch inside a detector now
         self._cond = threading.Condition()
         self._closed = False
         self.runs = 0  # images detected
         self.batches = 0  # detector calls
         self.busy_s = 0.0  # wall time spent inside the detectors
-        self._thread = threading.Thread(target=self._serve, name="detector", daemon=True)
+        self.failures = 0  # images whose detection raised
+        self.restarts = 0  # times the inference thread died and was restarted
+        self._last_success_s: float | None = None
+        self._last_failure_s: float | None = None
+        self._failures_in_row = 0
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._supervise, name="detector", daemon=True)
         self._thread.start()
 
     def names(self, label: str) -> dict[int, str]:
@@ -125,11 +167,63 @@ class DetectorPool:
             raise KeyError(f"unknown model {label!r}; this worker has {', '.join(self.detectors)}")
         future: Future[DetectOutput] = Future()
         with self._cond:
+            if self._closed:
+                raise PoolBusy("the detector pool is shut down")
             if len(self._queue) >= self.max_pending:
                 raise PoolBusy(f"{len(self._queue)} detections already waiting")
-            self._queue.append(_Request(image, label, time.perf_counter(), future))
+            self._queue.append(_Request(image, label, time.monotonic(), future))
             self._cond.notify()
         return future
+
+    def cancel(self, future: Future[DetectOutput]) -> None:
+        """Give up on a detection: out of the queue at once if it hasn't started."""
+        with self._cond:
+            self._queue = deque(r for r in self._queue if r.future is not future)
+        future.cancel()
+
+    def deadline_s(self, label: str | None = None) -> float:
+        """How long a detection submitted now may take before its stream gives up on it: a few
+        of its expected waits (the batches queued ahead, then its own), at least the floor."""
+        s = self.stats[label or self.default]
+        batch_ms = (s.mean_ms + 2 * s.std_ms) * self.max_batch
+        batches = math.ceil(len(self._queue) / self.max_batch) + 2  # the running one, its own
+        return max(self.min_deadline_s, DEADLINE_FACTOR * batch_ms * batches / 1000)
+
+    def facts(self) -> DetectorFacts:
+        with self._cond:
+            waiting = [*self._running, *self._queue]
+            return DetectorFacts(
+                now_s=time.monotonic(),
+                thread_alive=self._thread.is_alive() and not self._closed,
+                waiting=len(waiting),
+                oldest_waiting_s=min((r.submitted for r in waiting), default=None),
+                last_success_s=self._last_success_s,
+                failures_since_success=self._failures_in_row,
+                last_failure_s=self._last_failure_s,
+                last_error=self._last_error,
+            )
+
+    # -- the inference thread ------------------------------------------------------------------
+    def _supervise(self) -> None:
+        backoff = RESTART_BACKOFF_S[0]
+        while True:
+            try:
+                self._serve()
+                return  # shut down
+            except BaseException as exc:
+                log.exception("detector thread died; failing its detections and restarting")
+                with self._cond:
+                    held, self._running = self._running, []
+                    self.restarts += 1
+                self._note_failure(len(held) or 1, f"detector thread crashed: {exc!r}")
+                for r in held:
+                    if not r.future.done():
+                        r.future.set_exception(DetectorCrashed(f"detector thread died: {exc!r}"))
+                _notify(self._on_restart)
+                if self._closed:
+                    return
+                time.sleep(backoff)
+                backoff = min(RESTART_BACKOFF_S[1], backoff * 2)
 
     def _next_batch(self) -> list[_Request] | None:
         """The oldest request and those waiting with it for the same model and frame size."""
@@ -139,36 +233,53 @@ class DetectorPool:
             if self._closed:
                 return None
             first = self._queue.popleft()
-            batch = [first]
-            for req in list(self._queue):
-                if len(batch) >= self.max_batch:
-                    break
-                if req.label == first.label and req.image.shape == first.image.shape:
-                    self._queue.remove(req)
-                    batch.append(req)
-            return batch
+            batch, rest = [first], deque[_Request]()
+            for req in self._queue:
+                same = req.label == first.label and req.image.shape == first.image.shape
+                (batch if same and len(batch) < self.max_batch else rest).append(req)
+            self._queue = rest
+            self._running = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            return self._running
 
     def _serve(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        while (live := self._next_batch()) is not None:
             if not live:
                 continue
             label = live[0].label
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
                 found = self.detectors[label].detect([r.image for r in live])
+                if len(found) != len(live):
+                    raise RuntimeError(f"{label} returned {len(found)} results for {len(live)}")
             except Exception as exc:
+                log.warning("detection on %s failed for %d frame(s): %r", label, len(live), exc)
+                with self._cond:
+                    self._running = []
+                self._note_failure(len(live), repr(exc))
                 for r in live:
                     r.future.set_exception(exc)
                 continue
-            elapsed = time.perf_counter() - started
-            self.runs += len(live)
-            self.batches += 1
-            self.busy_s += elapsed
+            finished = time.monotonic()
+            elapsed = finished - started
+            with self._cond:
+                self._running = []
+                self.runs += len(live)
+                self.batches += 1
+                self.busy_s += elapsed
+                self._last_success_s = finished
+                self._failures_in_row = 0
             self.stats[label].observe(elapsed * 1000 / len(live))
             for r, dets in zip(live, found, strict=True):
                 waited = (started - r.submitted) * 1000
                 r.future.set_result(DetectOutput(label, dets, elapsed * 1000, waited))
+
+    def _note_failure(self, n: int, error: str) -> None:
+        with self._cond:
+            self.failures += n
+            self._failures_in_row += n
+            self._last_failure_s = time.monotonic()
+            self._last_error = error
+        _notify(self._on_failure, n)
 
     def shutdown(self) -> None:
         with self._cond:

@@ -103,6 +103,7 @@ class FleetPresence:
             capacity=self.settings.worker.max_streams,
             streams=len(self.state.sessions),
             load=self._load(),
+            problem=self.state.detector_problem(),
             updated=time.time(),
         )
 

@@ -78,6 +78,32 @@ class WorkerMetrics:
             registry=r,
         )  # fmt: skip
         self.streams = Gauge("mobieye_streams_active", "Streams being served", registry=r)
+        self.box_age = Histogram(
+            "mobieye_box_age_frames",
+            "Frames between a result and the detection its boxes come from",
+            ["stream"],
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.detector_restarts = Counter(
+            "mobieye_detector_restarts",
+            "Times the detector thread died (traceback logged) and was restarted",
+            registry=r,
+        )
+        self.detector_failures = Counter(
+            "mobieye_detector_failures", "Frames whose detection raised", registry=r
+        )
+        self.detections_abandoned = Counter(
+            "mobieye_detections_abandoned",
+            "Detections a stream gave up on past their deadline (and detected again)",
+            ["stream"],
+            registry=r,
+        )
+        self.detector_up = Gauge(
+            "mobieye_detector_up",
+            "1 while the worker can detect (the same judgement as /healthz), else 0",
+            registry=r,
+        )
         self.offers_refused = Counter(
             "mobieye_offers_refused", "Offers answered with an error", ["reason"], registry=r
         )
@@ -90,6 +116,8 @@ class WorkerMetrics:
             self.tracking,
             self.frames,
             self.dropped,
+            self.box_age,
+            self.detections_abandoned,
             self.bad_messages,
             self.stream_level,
             self.stream_fps,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 import cv2
@@ -50,7 +50,8 @@ MAX_FAST_FORWARD_FRAMES = 45
 STABLE_SCORE = 0.5  # agreement of tracked and fresh boxes is judged on these
 
 
-@dataclass
+# eq=False on every dataclass holding images: the generated __eq__ would compare arrays.
+@dataclass(eq=False)
 class DecodedFrame:
     seq: int
     pts: int
@@ -60,14 +61,15 @@ class DecodedFrame:
     damaged: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     seq: int
     future: Future[DetectOutput]
+    deadline_s: float  # monotonic: past it, the stream gives up on this detection
     grays: list[Gray] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class StepOutcome:
     result: Result
     decision: Decision
@@ -95,11 +97,15 @@ class StreamProcessor:
         self.history = KeyframeHistory()
         self._key_thumb: Gray | None = None
         self._pending: _Pending | None = None
+        self._lost = False  # a detection was abandoned: the next frame detects again
         self._shape: tuple[int, ...] | None = None
         self._last_detect_seq: int | None = None
         self._last_detect_ms = 0.0
         self._names = pool.names(self.model)
-        self.detector_runs = 0
+        self.detector_runs = 0  # detections completed and applied (not merely submitted)
+        self.detections_submitted = 0
+        self.detections_abandoned = 0  # given up past their deadline
+        self.detections_failed = 0
         self.agreement = F1Score()  # tracked vs fresh boxes at keyframes, over the stream
 
     # -- control (called between steps, from the same thread) -----------------------------
@@ -136,9 +142,11 @@ class StreamProcessor:
                 events = self._harvest(self._pending)
                 source = "detect" if events is not None else source
                 self._pending = None
-            elif len(self._pending.grays) > MAX_FAST_FORWARD_FRAMES:
-                log.warning("%s: detection of frame %d is stale", self.stream_id, self._pending.seq)
-                self._pending = None
+            elif (
+                time.monotonic() > self._pending.deadline_s
+                or len(self._pending.grays) > MAX_FAST_FORWARD_FRAMES
+            ):
+                self._abandon("stale")
 
         facts = FrameFacts(
             seq=frame.seq,
@@ -147,24 +155,30 @@ class StreamProcessor:
             track_quality=quality.mean,
             damaged=frame.damaged,
             detector_busy=self._pending is not None,
+            detection_lost=self._lost,
         )
         decision = decide(self.keyframe, self.history, facts)
+        self._lost = False
         if decision.detect:
             try:
                 future = self.pool.submit(frame.bgr(), self.model)
             except PoolBusy:
                 decision = Decision(False, "pool_busy")
             else:
-                self._pending = _Pending(frame.seq, future, [gray])
+                deadline = time.monotonic() + self.pool.deadline_s(self.model)
+                self._pending = _Pending(frame.seq, future, deadline, [gray])
                 self.history = self.history.after_detect(facts)
                 self._key_thumb = thumb
-                self.detector_runs += 1
+                self.detections_submitted += 1
                 if self.keyframe.wait_for_detection:
                     # Conventional pipelines: this frame's result is its own detection.
-                    future.result()
-                    events = self._harvest(self._pending)
-                    source = "detect" if events is not None else source
-                    self._pending = None
+                    wait([future], timeout=max(0.0, deadline - time.monotonic()))
+                    if future.done():
+                        events = self._harvest(self._pending)
+                        source = "detect" if events is not None else source
+                        self._pending = None
+                    else:
+                        self._abandon("timed out")
 
         track_ms = (time.perf_counter() - started) * 1000
         result = self._result(frame, source, track_ms)
@@ -179,14 +193,25 @@ class StreamProcessor:
         self.tracker = FlowTracker()
         self._key_thumb = None
         if self._pending is not None:
-            self._pending.future.cancel()
+            self.pool.cancel(self._pending.future)
             self._pending = None
+
+    def _abandon(self, why: str) -> None:
+        """Give up on the pending detection (it is late); the next frame detects again."""
+        assert self._pending is not None
+        pending, self._pending = self._pending, None
+        self.pool.cancel(pending.future)
+        self.detections_abandoned += 1
+        self._lost = True
+        log.warning("%s: detection of frame %d %s after %d frames; detecting again",
+                    self.stream_id, pending.seq, why, len(pending.grays))  # fmt: skip
 
     def _harvest(self, pending: _Pending) -> AssignmentEvents | None:
         try:
-            out = pending.future.result()
-        except Exception:
-            log.exception("%s: detection of frame %d failed", self.stream_id, pending.seq)
+            out = pending.future.result(timeout=0)
+        except Exception as exc:  # the pool logged the traceback; the stream goes on
+            self.detections_failed += 1
+            log.warning("%s: detection of frame %d failed: %r", self.stream_id, pending.seq, exc)
             return None
         dets = out.detections
         if len(pending.grays) > 1 and len(dets) and self.keyframe.track_between:
@@ -197,11 +222,12 @@ class StreamProcessor:
         self.assigner.update(dets)
         self._last_detect_seq = pending.seq
         self._last_detect_ms = out.inference_ms
+        self.detector_runs += 1
         self._names = self.pool.names(out.model)
         return self.assigner.events
 
     def _tune(self, tracked: Detections, fresh: Detections) -> None:
-        if not self.keyframe.track_between or self.detector_runs < 2:
+        if not self.keyframe.track_between or self.detector_runs < 1:  # nothing tracked yet
             return
         # Only confident boxes: those near the threshold come and go with image noise alone.
         tracked = tracked[tracked.confidence >= STABLE_SCORE]
@@ -257,5 +283,5 @@ class StreamProcessor:
 
     def close(self) -> None:
         if self._pending is not None:
-            self._pending.future.cancel()
+            self.pool.cancel(self._pending.future)
             self._pending = None

@@ -48,7 +48,7 @@ from mobieye.mqtt import (
     StreamState,
     StreamStats,
 )
-from mobieye.mqtt.payloads import MAX_DECISIONS, SETTINGS, Setting
+from mobieye.mqtt.payloads import MAX_DECISIONS, SETTINGS, BoxAge, Setting
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 
@@ -104,6 +104,10 @@ class StreamSession:
         self._stats_bytes = 0
         self._stats_runs = 0  # detector runs and results at the last MQTT stats
         self._stats_results = 0
+        # Frames between each result and its boxes' detection, since the last MQTT stats
+        # (drop-oldest; a period at 30 fps holds far fewer).
+        self._box_ages: deque[int] = deque(maxlen=10_000)
+        self._abandoned = 0  # the processor's abandoned detections already exported
         self._jitter: LowLatencyJitterBuffer | None = None  # counts the uplink's bytes
         # The edge controller's setting in force and its steps since the last MQTT stats
         # (drop-oldest: the newest steps say the most).
@@ -205,6 +209,11 @@ class StreamSession:
         if samples:
             n = len(samples)
             latency = LatencyMs(p50=samples[n // 2], p95=samples[min(n - 1, int(0.95 * n))])
+        ages, self._box_ages = sorted(self._box_ages), deque(maxlen=10_000)
+        box_age = None
+        if ages:
+            n = len(ages)
+            box_age = BoxAge(p50=ages[n // 2], p95=ages[min(n - 1, int(0.95 * n))], max=ages[-1])
         return StreamStats(
             stream=self.stream_id,
             worker=worker_id,
@@ -213,6 +222,7 @@ class StreamSession:
             model=self.processor.model,
             keyframe_interval=self.processor.keyframe.interval,
             detector_fraction=round(min(1.0, runs / results), 4) if results else 0.0,
+            box_age_frames=box_age,
             uplink_kbps=uplink,
             damaged_frames=self.damaged_frames,
             controller=self.controller,
@@ -420,11 +430,24 @@ class StreamSession:
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
             self.decisions[outcome.decision.reason] += 1
+            self._note_box_age(result)
             self._publish_events(outcome)
             if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
                 self.metrics.inference.labels(outcome.result.model).observe(
                     outcome.result.timings.detect_ms / 1000
                 )
+
+    def _note_box_age(self, result: Result) -> None:
+        if result.detect_seq is not None:
+            age = max(0, result.seq - result.detect_seq)
+            self._box_ages.append(age)
+            self.metrics.box_age.labels(self.stream_id).observe(age)
+        abandoned = self.processor.detections_abandoned
+        if abandoned > self._abandoned:
+            self.metrics.detections_abandoned.labels(self.stream_id).inc(
+                abandoned - self._abandoned
+            )
+            self._abandoned = abandoned
 
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)
@@ -449,6 +472,9 @@ class StreamSession:
             "results_sent": self.results_sent,
             "viewers": len(self.taps),
             "detector_runs": self.processor.detector_runs,
+            "detections_submitted": self.processor.detections_submitted,
+            "detections_abandoned": self.processor.detections_abandoned,
+            "detections_failed": self.processor.detections_failed,
             "keyframe_decisions": dict(self.decisions),
         }
 

@@ -69,14 +69,12 @@ class WorkerDirectory:
         return state is not None and state.status == "offline"
 
     def candidates(self, exclude: set[str] | None = None) -> list[WorkerState]:
-        """Online workers with room, least loaded first; excluded ones only as a last resort."""
+        """Online workers with room that can detect, least loaded first; excluded ones only as a
+        last resort."""
         now = time.time()
         live = [
-            w
-            for w in self.workers.values()
-            if w.status == "online" and w.url and w.streams < w.capacity
-            and now - w.updated < STALE_S
-        ]  # fmt: skip
+            w for w in self.workers.values() if w.has_room and w.url and now - w.updated < STALE_S
+        ]
         # Agents starting together see the same states: a random tie-break spreads them.
         live.sort(key=lambda w: (round(w.load, 1), w.streams / max(1, w.capacity), random.random()))
         skip = exclude or set()

@@ -17,7 +17,7 @@ import numpy.typing as npt
 Shown = Literal["own", "fallback", "none"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity only
 class ResultRecord:
     seq: int
     arrival_s: float
@@ -26,7 +26,7 @@ class ResultRecord:
     score: npt.NDArray[np.float32] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Displayed:
     seq: int
     shown: Shown

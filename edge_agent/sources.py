@@ -28,7 +28,7 @@ URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
 MAX_REOPEN_WAIT_S = 10.0
 
 
-@dataclass
+@dataclass(eq=False)  # holds images: compared by identity only
 class CapturedFrame:
     seq: int
     capture_s: float  # time.monotonic() when the frame was captured (released, for files)

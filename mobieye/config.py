@@ -196,6 +196,20 @@ class WorkerConfig(_Section):
         le=64,
         description="OpenCV threads for tracking; one per stream thread avoids oversubscription.",
     )
+    detector_stall_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="No detection completed this long while detections wait, or only failures "
+        "this long: the worker can't detect (/healthz 503, said in its MQTT state).",
+    )
+    detection_deadline_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A stream gives up on a detection after a few expected inference waits, "
+        "never sooner than this, and detects again.",
+    )
 
 
 class EdgeConfig(_Section):

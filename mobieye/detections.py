@@ -27,7 +27,8 @@ def _as_int(a: Any, n: int) -> IntArray:
     return np.asarray(a, dtype=np.int64).reshape((n,))
 
 
-@dataclass
+# eq=False: the generated __eq__ would compare arrays with numpy == (it raises, or is ambiguous).
+@dataclass(eq=False)
 class Detections:
     """Boxes in pixel xyxy of one frame, with per-box confidence, class and track id (-1: none)."""
 

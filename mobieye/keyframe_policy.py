@@ -24,6 +24,7 @@ class FrameFacts:
     track_quality: float  # mean fraction of flow points that tracked (1.0 with no boxes)
     damaged: bool = False  # decoded from a stream with lost packets since the last keyframe
     detector_busy: bool = False  # a detection of this stream is still running
+    detection_lost: bool = False  # the stream just gave up on a late detection
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def decide(cfg: KeyframeConfig, history: KeyframeHistory, facts: FrameFacts) -> 
         return Decision(False, "damaged")
     if facts.detector_busy:
         return Decision(False, "busy")
+    if facts.detection_lost:
+        return Decision(True, "retry")  # the boxes have gone without a detection too long
     if history.last_seq is None or history.last_time_s is None:
         return Decision(True, "first")
     since = facts.seq - history.last_seq

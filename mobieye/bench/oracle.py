@@ -26,7 +26,7 @@ PERSON = 0  # COCO class id
 ORACLE_FORMAT = 2  # bump when the cached arrays change
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity only
 class FrameBoxes:
     xyxy: npt.NDArray[np.float32]  # (N, 4) normalised
     class_id: npt.NDArray[np.int64]

@@ -44,6 +44,10 @@ class WorkerState(Payload):
         default=0.0, description="0..1 and beyond: detector busy fraction or streams/capacity."
     )
     cpu: NonNegative | None = Field(default=None, description="Process CPU use, 1.0 = one core.")
+    problem: str | None = Field(
+        default=None, max_length=500,
+        description="Why this worker can't detect now (None: it can); edges don't choose it.",
+    )  # fmt: skip
     updated: NonNegative = Field(default_factory=_now, description="Unix time of this state.")
 
     @classmethod
@@ -52,12 +56,20 @@ class WorkerState(Payload):
 
     @property
     def has_room(self) -> bool:
-        return self.status == "online" and self.streams < self.capacity
+        return self.status == "online" and self.problem is None and self.streams < self.capacity
 
 
 class LatencyMs(Payload):
     p50: NonNegative
     p95: NonNegative
+
+
+class BoxAge(Payload):
+    """Frames between results and the detection their boxes come from (0: detected on it)."""
+
+    p50: NonNegative
+    p95: NonNegative
+    max: NonNegative
 
 
 MAX_DECISIONS = 20  # per stats message; the edge's controller decides about once a second
@@ -86,7 +98,11 @@ class StreamStats(Payload):
     keyframe_interval: int | None = Field(default=None, ge=1)
     detector_fraction: float = Field(
         default=0.0, ge=0, le=1, allow_inf_nan=False,
-        description="Keyframe share: detector runs per result sent, in the period.",
+        description="Detector share: detections completed per result sent, in the period.",
+    )  # fmt: skip
+    box_age_frames: BoxAge | None = Field(
+        default=None, description="How old the results' boxes were in the period (None: none "
+        "sent, or no detection has completed yet).",
     )  # fmt: skip
     uplink_kbps: NonNegative | None = Field(
         default=None, description="RTP payload received in the period (None: not measured)."

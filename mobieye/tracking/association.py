@@ -24,7 +24,7 @@ class AssignmentEvents:
     ended: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # holds an array: compared by identity only
 class Track:
     """One object followed across keyframes."""
 
