@@ -23,7 +23,7 @@ from edge_agent.directory import WorkerDirectory
 from edge_agent.display import ResultRecord, display_timeline
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
-from edge_agent.report import RunStats, write_report
+from edge_agent.report import RunStats, box_age, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
 from edge_agent.track import CaptureTrack
 from edge_agent.writers import TraceWriter, VideoRecorder
@@ -203,6 +203,7 @@ class EdgeAgent:
                     "latency_ms": round(match.latency_ms, 2),
                     "source": result.source,
                     "detect_seq": result.detect_seq,
+                    "box_age_frames": box_age(result),
                     "boxes": len(result.boxes),
                     "model": result.model,
                     "timings": result.timings.model_dump(),

@@ -36,13 +36,14 @@ def outputs_from(args: argparse.Namespace, status: bool) -> EdgeOutputs:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    lat = report["latency_ms"]
+    lat, age = report["latency_ms"], report["box_age_frames"]
     print(
         f"\n{report['frames_with_result']}/{report['frames_captured']} frames got results "
-        f"({report['result_ratio']:.1%}); latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
-        f"p99 {lat['p99']} ms; detector on {report['detector_runs']} frames "
-        f"({report['detector_fraction']:.1%}); uplink {report['uplink_kbps']} kbps; "
-        f"model {report['model']}",
+        f"({report['result_ratio']:.1%}), {report['frames_with_boxes']} with boxes; "
+        f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms; "
+        f"detector on {report['detector_runs']} frames ({report['detector_fraction']:.1%}); "
+        f"boxes p50 {age['p50']}, p95 {age['p95']}, max {age['max']} frames old; "
+        f"uplink {report['uplink_kbps']} kbps; model {report['model']}",
         file=sys.stderr,
     )
     classes = report["classes_seen"]

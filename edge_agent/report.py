@@ -23,6 +23,9 @@ class RunStats:
         self.frames_captured = 0
         self.frames_sent = 0
         self.frames_with_result = 0
+        self.frames_with_boxes = 0  # results that drew at least one box
+        self.box_ages: list[int] = []  # per result: frames since the detection its boxes are from
+        self.results_before_detection = 0  # results sent before any detection completed
         self.latencies_ms: list[float] = []
         self.worker_step_ms: list[float] = []  # the worker's per-frame tracking/policy time
         self.detector_runs = 0
@@ -37,7 +40,7 @@ class RunStats:
         self.last_result_s: float | None = None  # arrival of the newest cloud result
         self._last_answered_capture: float | None = None
         self.max_result_gap_ms = 0.0  # longest capture stretch with no cloud result
-        self._recent: deque[tuple[float, float, int]] = deque()  # (t, latency, boxes)
+        self._recent: deque[tuple[float, float, int, int | None]] = deque()  # t, ms, boxes, age
 
     def add(self, match: Match, result: Result, now_s: float) -> None:
         if not match.in_order:
@@ -53,10 +56,16 @@ class RunStats:
         self.worker_step_ms.append(result.timings.track_ms)
         self.detector_runs = max(self.detector_runs, result.detector_runs)
         self.result_sources[result.source] += 1
+        self.frames_with_boxes += bool(result.boxes)
+        age = box_age(result)
+        if age is None:
+            self.results_before_detection += 1
+        else:
+            self.box_ages.append(age)
         self.model = result.model
         for box in result.boxes:
             self.classes_seen[box.label] += 1
-        self._recent.append((now_s, match.latency_ms, len(result.boxes)))
+        self._recent.append((now_s, match.latency_ms, len(result.boxes), age))
 
     def status_line(self, now_s: float) -> str:
         while self._recent and now_s - self._recent[0][0] > STATUS_WINDOW_S:
@@ -67,9 +76,11 @@ class RunStats:
         lat = sorted(r[1] for r in self._recent)
         fps = n / STATUS_WINDOW_S
         det = self.detector_runs / max(1, self.frames_sent)
+        age = self._recent[-1][3]
         return (
             f"{now_s - self.started_s:5.1f}s | {fps:4.1f} fps | latency p50 {lat[n // 2]:5.1f} ms "
-            f"p95 {lat[min(n - 1, int(n * 0.95))]:5.1f} ms | boxes {self._recent[-1][2]:2d} | "
+            f"p95 {lat[min(n - 1, int(n * 0.95))]:5.1f} ms | boxes {self._recent[-1][2]:2d} "
+            f"{'(no detection yet)' if age is None else f'{age} frames old'} | "
             f"detect {det:4.0%} | {self.model}"
         )
 
@@ -85,6 +96,9 @@ class RunStats:
             "frames_sent": self.frames_sent,
             "frames_with_result": self.frames_with_result,
             "result_ratio": round(self.frames_with_result / max(1, self.frames_captured), 4),
+            "frames_with_boxes": self.frames_with_boxes,
+            "results_before_detection": self.results_before_detection,
+            "box_age_frames": _age_summary(self.box_ages),
             "latency_ms": percentiles(self.latencies_ms),
             "worker_step_ms": percentiles(self.worker_step_ms),
             "detector_runs": self.detector_runs,
@@ -100,6 +114,19 @@ class RunStats:
             "failovers": self.failovers,
             "max_result_gap_ms": round(self.max_result_gap_ms, 1),
         }
+
+
+def box_age(result: Result) -> int | None:
+    """Frames between this result and the detection its boxes come from (None: no detection
+    has completed on the stream yet)."""
+    if result.detect_seq is None:
+        return None
+    return max(0, result.seq - result.detect_seq)
+
+
+def _age_summary(ages: list[int]) -> dict[str, float | None]:
+    p = percentiles(ages)
+    return {"p50": p["p50"], "p95": p["p95"], "max": p["max"]}
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

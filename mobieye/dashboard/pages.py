@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi.responses import HTMLResponse
 
-from mobieye.dashboard.views import StreamView, WorkerView
+from mobieye.dashboard.views import STALE_BOX_AGE_FRAMES, StreamView, WorkerView
 from mobieye.mqtt import ObjectEvent
 
 # No scripts at all, and nothing loaded from anywhere else.
@@ -77,13 +77,23 @@ def _level(s: StreamView) -> str:
     return f"{s.level} ({_fmt(s.target_fps, 0)} / {_fmt(s.bitrate_kbps)})"
 
 
+def _box_age(s: StreamView) -> str:
+    age = s.box_age_frames
+    return NONE if age is None else f"{age.p50:.0f} / {age.p95:.0f} / {age.max:.0f}"
+
+
+def _stream_state(s: StreamView) -> str:
+    return "stale" if s.stale else "stale boxes" if s.boxes_stale else "live"
+
+
 def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> HTMLResponse:
     w_rows = [
         (
-            "stale" if w.stale else w.status,
+            "stale" if w.stale or w.problem else w.status,
             [
                 escape(w.id),
                 escape(w.status + (" (stale)" if w.stale else "")),
+                escape("yes" if w.problem is None else f"no: {w.problem}"),
                 escape(w.url or NONE),
                 f"{w.streams} / {w.capacity}",
                 _fmt(w.load, 2),
@@ -94,7 +104,7 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
     ]
     s_rows = [
         (
-            "stale" if s.stale else "",
+            "stale" if s.stale or s.boxes_stale else "",
             [
                 f'<a href="/streams/{quote(s.id, safe="")}">{escape(s.id)}</a>',
                 escape(s.worker),
@@ -103,9 +113,10 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
                 escape(s.model or NONE),
                 _fmt(s.keyframe_interval),
                 _fmt(s.detector_fraction, 2),
+                _box_age(s),
                 _level(s),
                 _fmt(s.failovers),
-                "stale" if s.stale else "live",
+                _stream_state(s),
             ],
         )
         for s in streams
@@ -113,11 +124,12 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
     body = (
         '<p><a href="/phone">Stream this device\'s camera</a></p>'
         "<h2>Workers</h2>"
-        + (_table(["id", "status", "url", "streams", "load", "models"], w_rows)
+        + (_table(["id", "status", "detects", "url", "streams", "load", "models"], w_rows)
            if w_rows else '<p class="muted">No worker seen yet.</p>')
         + "<h2>Streams</h2>"
         + (_table(["id", "worker", "fps", "latency p50 / p95 ms", "model", "keyframe interval",
-                   "detector share", "level (fps / kbps)", "failovers", "state"], s_rows)
+                   "detector share", "box age p50 / p95 / max frames", "level (fps / kbps)",
+                   "failovers", "state"], s_rows)
            if s_rows else '<p class="muted">No stream seen yet.</p>')
     )  # fmt: skip
     return _page("MobiEye fleet", body)
@@ -149,6 +161,8 @@ _CHART_SPECS = [
      _legend(("received kbps", "#17becf", False), ("controller's bitrate cap", "#7f7f7f", True))),
     ("chart-keyframes", "Keyframe share",
      _legend(("frames detected", "#8c564b", False), ("1 / keyframe interval", "#7f7f7f", True))),
+    ("chart-box-age", "Box age (frames since their detection)",
+     _legend(("p95", "#e377c2", False), ("stale above", "#d62728", True))),
     ("chart-model", "Model in use", ""),
 ]  # fmt: skip
 _CHARTS = "".join(
@@ -189,12 +203,13 @@ def stream_page(stream: StreamView, events: Sequence[ObjectEvent]) -> HTMLRespon
     facts = [  # (element id for the script, label, value)
         ("worker", "worker", escape(stream.worker)),
         ("worker-url", "worker url", NONE),
-        ("state", "state", "stale" if stream.stale else "live"),
+        ("state", "state", _stream_state(stream)),
         ("fps", "fps", _fmt(stream.fps)),
         ("latency", "latency p50 / p95 ms", _latency(stream)),
         ("model", "model", escape(stream.model or NONE)),
         ("keyframe", "keyframe interval", _fmt(stream.keyframe_interval)),
         ("detector", "detector share", _fmt(stream.detector_fraction, 2)),
+        ("box-age", "box age p50 / p95 / max frames", _box_age(stream)),
         ("sla", "SLA ms", _fmt(stream.sla_ms, 0)),
         ("uplink", "uplink kbps", _fmt(stream.uplink_kbps, 0)),
         ("level", "controller level (fps / bitrate cap kbps)", _level(stream)),
@@ -216,10 +231,8 @@ def stream_page(stream: StreamView, events: Sequence[ObjectEvent]) -> HTMLRespon
         f'<th>score</th></tr></thead><tbody id="events">{e_rows}</tbody></table>'
         + '<script type="module" src="/static/stream.js"></script>'
     )
-    return _page(
-        f"Stream {stream.id}", body, refresh=False, csp=_STREAM_CSP,
-        body_attrs=f' data-stream="{escape(stream.id)}"',
-    )  # fmt: skip
+    attrs = f' data-stream="{escape(stream.id)}" data-stale-box-age="{STALE_BOX_AGE_FRAMES}"'
+    return _page(f"Stream {stream.id}", body, refresh=False, csp=_STREAM_CSP, body_attrs=attrs)
 
 
 def phone_page() -> HTMLResponse:

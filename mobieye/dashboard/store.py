@@ -12,7 +12,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mobieye.dashboard.views import SeriesPoint, StreamView, TimelineEntry, WorkerView
+from mobieye.dashboard.views import (
+    STALE_BOX_AGE_FRAMES,
+    SeriesPoint,
+    StreamView,
+    TimelineEntry,
+    WorkerView,
+)
 from mobieye.errors import MobiEyeError
 from mobieye.mqtt import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload, topics
 
@@ -167,6 +173,7 @@ class FleetStore:
                 p50_ms=lat.p50 if lat is not None else None,
                 p95_ms=lat.p95 if lat is not None else None,
                 detector_fraction=stats.detector_fraction,
+                box_age_p95=stats.box_age_frames.p95 if stats.box_age_frames else None,
                 uplink_kbps=stats.uplink_kbps,
                 target_fps=ctl.fps if ctl is not None else None,
                 bitrate_kbps=ctl.bitrate_kbps if ctl is not None else None,
@@ -275,6 +282,7 @@ class FleetStore:
         if state is not None:
             model = model or state.model
             interval = interval or state.keyframe_interval
+        age = stats.box_age_frames if stats is not None else None
         return StreamView(
             id=s.id,
             worker=s.worker,
@@ -284,6 +292,8 @@ class FleetStore:
             model=model,
             keyframe_interval=interval,
             detector_fraction=stats.detector_fraction if stats is not None else None,
+            box_age_frames=age,
+            boxes_stale=age is not None and age.p95 > STALE_BOX_AGE_FRAMES,
             uplink_kbps=stats.uplink_kbps if stats is not None else None,
             damaged_frames=stats.damaged_frames if stats is not None else None,
             sla_ms=state.sla_ms if state is not None else None,

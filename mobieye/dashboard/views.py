@@ -7,6 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mobieye.mqtt import LatencyMs, WorkerState
+from mobieye.mqtt.payloads import BoxAge
+
+# Boxes older than this (p95, frames since their detection) mean detections have stopped or fall
+# far behind: the keyframe policy detects at least every 12 frames or 0.5 s when they run.
+STALE_BOX_AGE_FRAMES = 45
 
 
 class View(BaseModel):
@@ -31,7 +36,13 @@ class StreamView(View):
     model: str | None
     keyframe_interval: int | None
     detector_fraction: float | None = Field(
-        description="Keyframe share: frames the detector ran on, in the last stats period."
+        description="Detector share: detections completed per frame, in the last stats period."
+    )
+    box_age_frames: BoxAge | None = Field(
+        default=None, description="How old the boxes were, in frames since their detection."
+    )
+    boxes_stale: bool = Field(
+        default=False, description="Its boxes are old: detections have stopped or fall behind."
     )
     uplink_kbps: float | None = None
     damaged_frames: int | None = None
@@ -49,7 +60,8 @@ class SeriesPoint(View):
     fps: float
     p50_ms: float | None
     p95_ms: float | None
-    detector_fraction: float = Field(description="Keyframe share: frames the detector ran on.")
+    detector_fraction: float = Field(description="Detector share: detections per frame.")
+    box_age_p95: float | None = Field(default=None, description="Box age p95, in frames.")
     uplink_kbps: float | None = None
     target_fps: float | None = Field(default=None, description="The controller's frame rate.")
     bitrate_kbps: int | None = Field(default=None, description="The controller's bitrate cap.")

@@ -118,7 +118,14 @@ async def _check_page(
     await until(page, "window.mobieyeChartPoints > 0", 10_000)
     # Every chart draws: latency, fps, uplink (measured by the worker), keyframe share, model;
     # the controller's first step (it picks a model) is in the timeline.
-    charts = ["chart", "chart-fps", "chart-uplink", "chart-keyframes", "chart-model"]
+    charts = [
+        "chart",
+        "chart-fps",
+        "chart-uplink",
+        "chart-keyframes",
+        "chart-box-age",
+        "chart-model",
+    ]
     await until(page, f"{charts}.every((c) => window.mobieyeCharts[c] > 0)", 10_000)
     await until(page, "document.querySelector('#timeline tr[data-kind=decision]')", 10_000)
     steps = await page.eval_on_selector_all(

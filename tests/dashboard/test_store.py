@@ -295,3 +295,25 @@ def test_timeline_is_bounded(clock: Clock) -> None:
     assert stats(store, decisions=steps, controller=steps[-1])
     timeline = store.timeline("s1")
     assert timeline is not None and [e.text for e in timeline] == ["step 2", "step 3", "step 4"]
+
+
+def test_old_boxes_mark_a_stream_stale_even_while_frames_flow(store: FleetStore) -> None:
+    """Frames arriving and results going out are activity; fresh boxes are the outcome."""
+    from mobieye.mqtt.payloads import BoxAge
+
+    worker(store)
+    stats(store, box_age_frames=BoxAge(p50=3, p95=8, max=11))
+    view = store.stream("s1")
+    assert view is not None and not view.boxes_stale and not view.stale
+    assert (store.series("s1") or [])[-1].box_age_p95 == 8
+    stats(store, box_age_frames=BoxAge(p50=200, p95=240, max=250))
+    view = store.stream("s1")
+    assert view is not None and view.boxes_stale and not view.stale
+
+
+def test_a_worker_that_cannot_detect_is_shown_with_its_reason(store: FleetStore) -> None:
+    state = WorkerState(id="w9", status="online", url="http://127.0.0.1:8000", capacity=4,
+                        problem="the last 3 detections failed: boom")  # fmt: skip
+    store.on_message(topics.worker_state(P, "w9"), state.to_bytes())
+    (view,) = [w for w in store.workers() if w.id == "w9"]
+    assert view.problem and "boom" in view.problem and not view.has_room

@@ -8,6 +8,7 @@ const streamId = document.body.dataset.stream;
 const api = `/api/streams/${encodeURIComponent(streamId)}`;
 const $ = (id) => document.getElementById(id);
 const DASH = "\u2013";
+const STALE_BOX_AGE_FRAMES = Number(document.body.dataset.staleBoxAge);  // the store's bound
 window.mobieyeChartPoints = 0;  // the latency chart's, for tests
 window.mobieyeCharts = {};  // chart id -> points drawn
 
@@ -25,13 +26,16 @@ function showFacts(s, workers) {
   const w = workers.find((w) => w.id === s.worker);
   $("fact-worker").textContent = s.worker + (s.worker_status ? ` (${s.worker_status})` : "");
   $("fact-worker-url").textContent = w?.url ?? DASH;
-  $("fact-state").textContent = s.stale ? "stale" : "live";
+  $("fact-state").textContent = s.stale ? "stale" : s.boxes_stale ? "stale boxes" : "live";
   $("fact-fps").textContent = fmt(s.fps);
   $("fact-latency").textContent = s.latency_ms
     ? `${s.latency_ms.p50.toFixed(0)} / ${s.latency_ms.p95.toFixed(0)}` : DASH;
   $("fact-model").textContent = s.model ?? DASH;
   $("fact-keyframe").textContent = fmt(s.keyframe_interval, 0);
   $("fact-detector").textContent = fmt(s.detector_fraction, 2);
+  const age = s.box_age_frames;
+  $("fact-box-age").textContent = age
+    ? `${age.p50.toFixed(0)} / ${age.p95.toFixed(0)} / ${age.max.toFixed(0)}` : DASH;
   $("fact-sla").textContent = fmt(s.sla_ms, 0);
   $("fact-uplink").textContent = fmt(s.uplink_kbps, 0);
   $("fact-level").textContent = s.level == null ? DASH
@@ -94,6 +98,9 @@ function showCharts(points, timeline, sla) {
     "chart-keyframes": drawChart($("chart-keyframes"), { ...common, unit: "share", yMax: 1,
       lines: [{ key: "detector_fraction", color: "#8c564b" },
         { key: "nominal_share", color: "#7f7f7f", dash: [6, 4] }] }),
+    "chart-box-age": drawChart($("chart-box-age"), { ...common, unit: "frames",
+      ref: { value: STALE_BOX_AGE_FRAMES, color: "#d62728" },
+      lines: [{ key: "box_age_p95", color: "#e377c2" }] }),
     "chart-model": drawBands($("chart-model"), { ...common, key: "model" }),
   };
   window.mobieyeCharts = charts;
