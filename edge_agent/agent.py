@@ -205,6 +205,7 @@ class EdgeAgent:
                     "detect_seq": result.detect_seq,
                     "box_age_frames": box_age(result),
                     "boxes": len(result.boxes),
+                    "size": [result.width, result.height],
                     "model": result.model,
                     "timings": result.timings.model_dump(),
                 }

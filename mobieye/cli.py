@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="loopback",
         help="loopback (default) or an emulated link: lan, wifi, lte, 3g (needs root)",
     )
-    bench.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
+    bench.add_argument(
+        "--duration", type=float, help="seconds per mode (default 20; with --soak: 600)"
+    )
     bench.add_argument("--fixed-interval", type=int, default=8, help="N of the fixed mode")
     bench.add_argument(
         "--sla", type=float, help="latency target in ms (default: controller.sla_ms)"
@@ -168,6 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--receive-seconds", type=float, default=10.0, help="seconds per receive-path run"
     )
+    soak = bench.add_argument_group(
+        "soak",
+        "--soak runs one worker with --streams N edge agents of different frame sizes (each "
+        "changes size on a schedule, on top of its controller) for --duration (default 600 s), "
+        "and fails (exit 1) unless detections kept completing for every stream in every window, "
+        "its boxes stayed young, /healthz stayed ok and the worker log holds no traceback.",
+    )
+    soak.add_argument("--soak", action="store_true", help="run the soak instead of the modes")
+    soak.add_argument(
+        "--window", type=float, default=60.0, help="seconds per judged window (default 60)"
+    )
+    soak.add_argument(
+        "--resize-every", type=float, default=10.0,
+        help="seconds between a stream's size changes (default 10)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--min-detector-share", type=float, default=0.05,
+        help="detections completed per result, every window of every stream (default 0.05)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--max-box-age-p95", type=float, default=30.0,
+        help="frames since the boxes' detection, p95 of any window (default 30)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--max-box-age", type=float, default=90.0,
+        help="the oldest boxes any result may show, in frames (default 90)",
+    )  # fmt: skip
 
     edge = sub.add_parser(
         "edge", help="stream a camera or video to a worker and measure latency", epilog=EPILOG

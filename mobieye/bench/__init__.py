@@ -92,6 +92,11 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     video = Path(args.video)
     if not video.is_file():
         raise MobiEyeError(f"bench video {video} does not exist")
+    if args.soak:
+        from mobieye.bench.soak import run_soak
+
+        return run_soak(settings, args, resolve_ladder(settings, args.models), _note)
+    args.duration = args.duration or 20.0
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODE_NAMES]
     if unknown:

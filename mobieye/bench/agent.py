@@ -2,11 +2,15 @@
 
 ``python -m mobieye.bench.agent SPEC.json OUT.json``: SPEC holds the settings, the clip and the
 duration; OUT receives the agent's report and its timeline (every frame sent, every result).
+For the soak, SPEC may instead ask for a trace file (``trace``), no timeline (``timeline``:
+false) and a schedule of frame widths (``resize``: ``{"widths": [...], "every_s": S}``) that
+changes the stream's size on top of what its controller does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -18,17 +22,37 @@ from mobieye.config import Settings
 from mobieye.runtime import setup_logging
 
 
+async def _resize(source: VideoSource, widths: list[int], every_s: float) -> None:
+    for i in itertools.count():
+        source.max_width = widths[i % len(widths)]
+        await asyncio.sleep(every_s)
+
+
 async def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.model_validate(spec["settings"])
+    timeline = bool(spec.get("timeline", True))
     source = VideoSource(
         parse_source(spec["video"]),
         fps=settings.edge.fps,
         loop_file=True,
         max_width=None,
-        keep_timeline=True,
+        keep_timeline=timeline,
     )
-    agent = EdgeAgent(settings, source, EdgeOutputs(keep_timeline=True))
-    report = await agent.run(spec["duration"])
+    trace = Path(spec["trace"]) if spec.get("trace") else None
+    agent = EdgeAgent(settings, source, EdgeOutputs(trace=trace, keep_timeline=timeline))
+    resize = spec.get("resize")
+    resizer = (
+        asyncio.create_task(_resize(source, list(resize["widths"]), float(resize["every_s"])))
+        if resize
+        else None
+    )
+    try:
+        report = await agent.run(spec["duration"])
+    finally:
+        if resizer is not None:
+            resizer.cancel()
+    if not timeline:
+        return {"report": report}
     return {
         "report": report,
         "frames": [[f.seq, f.index, round(f.capture_s, 6)] for f in agent.sent_frames],

@@ -32,7 +32,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +42,7 @@ def _pyplot() -> Any:
 
 
 def plot_latency_cdf(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, m in result["modes"].items():
         values = np.sort(np.asarray(m["latencies_ms"]))
@@ -61,7 +61,7 @@ def plot_latency_cdf(result: dict[str, Any], path: Path) -> None:
 
 
 def plot_f1_vs_uplink(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, m in result["modes"].items():
         if m["uplink_kbps"] is None:

@@ -63,24 +63,26 @@ class ModeRun:
     agents: list[dict[str, Any]]  # each: report, frames, results, decisions
 
 
-def _env() -> dict[str, str]:
+def bench_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MOBIEYE_")}
 
 
-async def _wait_healthy(topology: Topology, url: str, proc: subprocess.Popen[bytes]) -> None:
+async def wait_healthy(topology: Topology, url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + WORKER_START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MobiEyeError(f"the bench worker exited with code {proc.returncode}")
         # Probe from the edge's side: across a link the worker is only reachable from there.
-        probe = topology.popen_edge([sys.executable, "-c", HEALTH_PROBE, url + "/healthz"], _env())
+        probe = topology.popen_edge(
+            [sys.executable, "-c", HEALTH_PROBE, url + "/healthz"], bench_env()
+        )
         if await asyncio.to_thread(probe.wait) == 0:
             return
         await asyncio.sleep(0.3)
     raise MobiEyeError(f"the bench worker did not become healthy in {WORKER_START_S:.0f} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -116,10 +118,10 @@ async def run_mode(
                 )  # fmt: skip
                 cfg["webrtc"]["loopback_only"] = topology.loopback
                 (tmp / f"worker{w}.yaml").write_text(yaml.safe_dump(cfg))
-                env = {**_env(), "MOBIEYE_CONFIG": str(tmp / f"worker{w}.yaml")}
+                env = {**bench_env(), "MOBIEYE_CONFIG": str(tmp / f"worker{w}.yaml")}
                 procs.append(topology.popen_worker([sys.executable, "-m", "cloud_worker"], env))
             for proc, url in zip(procs, urls, strict=True):
-                await _wait_healthy(topology, url, proc)
+                await wait_healthy(topology, url, proc)
             cpu_before = [cpu_seconds(p.pid) for p in procs]
             for i in range(streams):
                 edge_cfg = settings.model_dump(mode="json")
@@ -129,14 +131,14 @@ async def run_mode(
                 (tmp / f"spec{i}.json").write_text(json.dumps(spec))
                 argv = [sys.executable, "-m", "mobieye.bench.agent"]
                 argv += [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")]
-                agents.append(topology.popen_edge(argv, _env()))
+                agents.append(topology.popen_edge(argv, bench_env()))
             codes = [await asyncio.to_thread(a.wait) for a in agents]
             cpu_s = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         finally:
             for a in agents:
-                _stop(a)
+                stop_process(a)
             for proc in procs:
-                await asyncio.to_thread(_stop, proc)
+                await asyncio.to_thread(stop_process, proc)
         if any(codes):
             raise MobiEyeError(f"{mode}: edge agents exited with {codes}")
         outs = [json.loads((tmp / f"out{i}.json").read_text()) for i in range(streams)]
