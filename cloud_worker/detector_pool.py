@@ -233,7 +233,10 @@ class DetectorPool:
             if self._closed:
                 return None
             first = self._queue.popleft()
-            batch, rest = [first], deque[_Request]()
+            # Held from the moment it leaves the queue: if anything below raises, the
+            # supervisor fails these futures instead of leaving them pending for ever.
+            self._running = batch = [first]
+            rest = deque[_Request]()
             for req in self._queue:
                 same = req.label == first.label and req.image.shape == first.image.shape
                 (batch if same and len(batch) < self.max_batch else rest).append(req)
