@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="detections completed per result, every window of every stream (default 0.05)",
     )  # fmt: skip
     soak.add_argument(
-        "--max-box-age-p95", type=float, default=30.0,
-        help="frames since the boxes' detection, p95 of any window (default 30)",
+        "--max-box-age-p95", type=float, default=45.0,
+        help="frames since the boxes' detection, p95 of any window (default 45, the age the "
+        "dashboard calls stale)",
     )  # fmt: skip
     soak.add_argument(
         "--max-box-age", type=float, default=90.0,

@@ -20,7 +20,7 @@ from mobieye.stats import percentiles
 class SoakLimits:
     min_detector_share: float = 0.05
     """Detections completed per result, in every window of every stream."""
-    max_box_age_p95: float = 30.0
+    max_box_age_p95: float = 45.0
     """Frames since the boxes' detection, p95 of a window."""
     max_box_age: float = 90.0
     """The oldest boxes any result may show (3 s at 30 fps)."""
