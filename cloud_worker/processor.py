@@ -26,14 +26,14 @@ from mobieye.config import KeyframeConfig
 from mobieye.detections import Detections
 from mobieye.keyframe_policy import (
     THUMB_SIZE,
-    Decision,
     FrameFacts,
+    KeyframeDecision,
     KeyframeHistory,
-    decide,
+    decide_keyframe,
     thumbnail_change,
     tune_interval,
 )
-from mobieye.messages import Box, Result, Timings
+from mobieye.messages import Result, Timings
 from mobieye.tracking import (
     AssignmentEvents,
     FlowTracker,
@@ -72,7 +72,7 @@ class _Pending:
 @dataclass(eq=False)
 class StepOutcome:
     result: Result
-    decision: Decision
+    decision: KeyframeDecision
     events: AssignmentEvents | None
     track_ms: float
 
@@ -157,13 +157,13 @@ class StreamProcessor:
             detector_busy=self._pending is not None,
             detection_lost=self._lost,
         )
-        decision = decide(self.keyframe, self.history, facts)
+        decision = decide_keyframe(self.keyframe, self.history, facts)
         self._lost = False
         if decision.detect:
             try:
                 future = self.pool.submit(frame.bgr(), self.model)
             except PoolBusy:
-                decision = Decision(False, "pool_busy")
+                decision = KeyframeDecision(False, "pool_busy")
             else:
                 deadline = time.monotonic() + self.pool.deadline_s(self.model)
                 self._pending = _Pending(frame.seq, future, deadline, [gray])
@@ -245,25 +245,7 @@ class StreamProcessor:
 
     def _result(self, frame: DecodedFrame, source: str, track_ms: float) -> Result:
         h, w = frame.gray.shape[:2]
-        tracks = self.assigner.tracks
-        norm = tracks.normalized_xyxy(w, h)
-        boxes = [
-            Box(
-                xyxy=(
-                    round(float(b[0]), 4),
-                    round(float(b[1]), 4),
-                    round(float(b[2]), 4),
-                    round(float(b[3]), 4),
-                ),
-                cls=int(c),
-                label=self._names.get(int(c), str(int(c))),
-                score=round(float(s), 3),
-                track_id=int(t),
-            )
-            for b, c, s, t in zip(
-                norm, tracks.class_id, tracks.confidence, tracks.tracker_id, strict=True
-            )
-        ]
+        boxes = self.assigner.tracks.to_wire(w, h, self._names)
         return Result(
             seq=frame.seq,
             pts=frame.pts,

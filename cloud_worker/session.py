@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +24,12 @@ from av import VideoFrame
 from cloud_worker.detector_pool import DetectorPool
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
+from cloud_worker.stream_status import Processing, StreamStatus
+from mobieye.clock import FrameClock
 from mobieye.config import Settings
 from mobieye.errors import MessageError
+from mobieye.fleet.payloads import Command, ObjectEvent, Setting, StreamState, StreamStats
 from mobieye.messages import (
-    Box,
     Control,
     ErrorMessage,
     Hello,
@@ -36,19 +37,9 @@ from mobieye.messages import (
     ModelInfo,
     Result,
     Welcome,
-    WorkerStats,
     encode,
     parse_message,
 )
-from mobieye.mqtt import (
-    Command,
-    ControllerDecision,
-    LatencyMs,
-    ObjectEvent,
-    StreamState,
-    StreamStats,
-)
-from mobieye.mqtt.payloads import MAX_DECISIONS, SETTINGS, BoxAge, Setting
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 
@@ -83,6 +74,7 @@ class StreamSession:
         metrics: WorkerMetrics,
         worker_id: str,
         on_closed: Callable[[StreamSession], None],
+        clock: FrameClock | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.pc = pc
@@ -90,45 +82,20 @@ class StreamSession:
         self.pool = pool
         self.metrics = metrics
         self.worker_id = worker_id
-        self.frame_ticks = 3000
+        self.status = StreamStatus(stream_id, settings.controller.sla_ms, clock)
         self.channel: RTCDataChannel | None = None
         self.processor = StreamProcessor(
             stream_id, settings.keyframe, pool, settings.controller.accuracy_target
         )
-        self._queue_ms: list[float] = []  # since the last stats message
-        self._ctl_received = 0  # frames received and skipped at the last stats message
-        self._ctl_dropped = 0
-        self._latency_samples: list[float] = []  # the edge's, since the last MQTT stats
-        self._stats_at = time.monotonic()
-        self._stats_frames = 0
-        self._stats_bytes = 0
-        self._stats_runs = 0  # detector runs and results at the last MQTT stats
-        self._stats_results = 0
-        # Frames between each result and its boxes' detection, since the last MQTT stats
-        # (drop-oldest; a period at 30 fps holds far fewer).
-        self._box_ages: deque[int] = deque(maxlen=10_000)
         self._abandoned = 0  # the processor's abandoned detections already exported
         self._jitter: LowLatencyJitterBuffer | None = None  # counts the uplink's bytes
-        # The edge controller's setting in force and its steps since the last MQTT stats
-        # (drop-oldest: the newest steps say the most).
-        self.controller: ControllerDecision | None = None
-        self._decisions: deque[ControllerDecision] = deque(maxlen=MAX_DECISIONS)
-        self.failovers = 0  # the edge's, from its hello
-        self.previous_worker: str | None = None
-        self.sla_ms = settings.controller.sla_ms
         self.on_event: Callable[[ObjectEvent], None] | None = None
-        self._last_boxes: dict[int, Box] = {}
         self._slot: LatestSlot[tuple[VideoFrame, float, bool]] = LatestSlot(1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s-{stream_id}")
         self._tasks: list[asyncio.Task[None]] = []
         self._on_closed = on_closed
         self._closed = False
         self.taps: list[StreamTap] = []
-        self.frames_received = 0
-        self.results_sent = 0
-        self.damaged_frames = 0
-        self.decisions: Counter[str] = Counter()  # keyframe policy reasons, for summary()
-        self.started_s = time.monotonic()
 
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -176,61 +143,17 @@ class StreamSession:
 
     def send_stats(self, streams: int) -> None:
         """Called about once a second by the worker: inputs of the edge's controller."""
-        queue_ms = sum(self._queue_ms) / len(self._queue_ms) if self._queue_ms else 0.0
-        self._queue_ms = []
-        received = self.frames_received - self._ctl_received
-        dropped = self._slot.dropped - self._ctl_dropped
-        self._ctl_received, self._ctl_dropped = self.frames_received, self._slot.dropped
-        stats = WorkerStats(
-            models=self._models(),
-            queue_ms=round(queue_ms, 2),
-            streams=streams,
-            dropped_ratio=round(min(1.0, dropped / received), 4) if received else None,
-        )
+        stats = self.status.worker_stats(self._models(), streams, self._slot.dropped)
         self._send(encode(stats))
+
+    def _processing(self) -> Processing:
+        p = self.processor
+        return Processing(p.model, p.keyframe.interval, p.detector_runs)
 
     # -- fleet (MQTT) -------------------------------------------------------------------------
     def stream_stats(self, worker_id: str) -> StreamStats:
-        now = time.monotonic()
-        span = max(1e-6, now - self._stats_at)
-        fps = (self.frames_received - self._stats_frames) / span
-        self._stats_at, self._stats_frames = now, self.frames_received
-        samples, self._latency_samples = sorted(self._latency_samples), []
-        uplink = None
-        if self._jitter is not None:
-            received = self._jitter.payload_bytes
-            uplink = round((received - self._stats_bytes) * 8 / 1000 / span, 1)
-            self._stats_bytes = received
-        decisions, self._decisions = list(self._decisions), deque(maxlen=MAX_DECISIONS)
-        runs = self.processor.detector_runs - self._stats_runs
-        results = self.results_sent - self._stats_results
-        self._stats_runs, self._stats_results = self.processor.detector_runs, self.results_sent
-        latency = None
-        if samples:
-            n = len(samples)
-            latency = LatencyMs(p50=samples[n // 2], p95=samples[min(n - 1, int(0.95 * n))])
-        ages, self._box_ages = sorted(self._box_ages), deque(maxlen=10_000)
-        box_age = None
-        if ages:
-            n = len(ages)
-            box_age = BoxAge(p50=ages[n // 2], p95=ages[min(n - 1, int(0.95 * n))], max=ages[-1])
-        return StreamStats(
-            stream=self.stream_id,
-            worker=worker_id,
-            fps=round(fps, 2),
-            latency_ms=latency,
-            model=self.processor.model,
-            keyframe_interval=self.processor.keyframe.interval,
-            detector_fraction=round(min(1.0, runs / results), 4) if results else 0.0,
-            box_age_frames=box_age,
-            uplink_kbps=uplink,
-            damaged_frames=self.damaged_frames,
-            controller=self.controller,
-            decisions=decisions,
-            failovers=self.failovers,
-            previous_worker=self.previous_worker,
-            updated=time.time(),
-        )
+        uplink = self._jitter.payload_bytes if self._jitter is not None else None
+        return self.status.stream_stats(worker_id, self._processing(), uplink)
 
     async def apply_command(self, command: Command, worker_id: str) -> StreamState:
         """An operator's command from MQTT; returns the stream's resulting settings."""
@@ -239,64 +162,17 @@ class StreamSession:
                 Control(model=command.model, keyframe_interval=command.keyframe_interval,
                         reason="MQTT command")
             )  # fmt: skip
+        changed = self.status.on_command(command)
         if command.sla_ms is not None:
-            self.sla_ms = command.sla_ms
             self._send(encode(Control(sla_ms=command.sla_ms, reason="MQTT command")))
-        given = command.model_dump(exclude_none=True)
-        return self.settings_state(worker_id, changed=[k for k in SETTINGS if k in given])
+        return self.settings_state(worker_id, changed)
 
     def settings_state(self, worker_id: str, changed: Sequence[Setting] = ()) -> StreamState:
         """The settings in force, as mirrored on the stream's retained state topic."""
-        return StreamState(
-            stream=self.stream_id,
-            worker=worker_id,
-            model=self.processor.model,
-            keyframe_interval=self.processor.keyframe.interval,
-            sla_ms=self.sla_ms,
-            changed=list(changed),
-        )
-
-    def _publish_events(self, outcome: StepOutcome) -> None:
-        if self.on_event is None:
-            return
-        if outcome.events is not None:
-            self._emit_events(outcome)
-        for box in outcome.result.boxes:  # where each track was last seen, for its "end"
-            self._last_boxes[box.track_id] = box
-
-    def _emit_events(self, outcome: StepOutcome) -> None:
-        assert outcome.events is not None and self.on_event is not None
-        now = time.time()
-        kinds: tuple[tuple[Literal["new", "end"], list[int]], ...] = (
-            ("new", outcome.events.new),
-            ("end", outcome.events.ended),
-        )
-        for kind, ids in kinds:
-            for track_id in ids:
-                box = self._last_boxes.pop(track_id, None) if kind == "end" else None
-                box = box or next((b for b in outcome.result.boxes if b.track_id == track_id), None)
-                if box is None or track_id < 0:
-                    continue
-                self.on_event(
-                    ObjectEvent(
-                        type=kind, stream=self.stream_id, track_id=track_id, label=box.label,
-                        box=list(box.xyxy), score=min(1.0, box.score), ts=now,
-                    )
-                )  # fmt: skip
-
-    def _note_decision(self, msg: Control) -> None:
-        """Keep an edge controller's step (it names its level) for the fleet's dashboard."""
-        assert msg.level is not None
-        decision = ControllerDecision(
-            at=time.time(), level=msg.level, fps=msg.fps, max_width=msg.max_width,
-            bitrate_kbps=msg.bitrate_kbps, model=msg.model, reason=msg.reason,
-        )  # fmt: skip
-        self.controller = decision
-        self._decisions.append(decision)
+        return self.status.settings_state(worker_id, self._processing(), changed)
 
     async def _control(self, msg: Control) -> None:
-        if msg.level is not None:
-            self._note_decision(msg)
+        if self.status.on_control(msg) is not None and msg.level is not None:
             self.metrics.stream_level.labels(self.stream_id).set(msg.level)
         if msg.fps is not None:
             self.metrics.stream_fps.labels(self.stream_id).set(msg.fps)
@@ -339,8 +215,8 @@ class StreamSession:
             self._send(encode(ErrorMessage(message=str(exc))))
             return
         if isinstance(msg, Hello):
-            self.frame_ticks = msg.frame_ticks
-            self.failovers, self.previous_worker = msg.failovers, msg.previous_worker
+            if self.status.on_hello(msg):
+                log.info("%s: frames stamped every %d ticks", self.stream_id, msg.frame_ticks)
             log.info(
                 "%s: hello from edge: %dx%d at %.1f fps, source %s",
                 self.stream_id,
@@ -358,7 +234,7 @@ class StreamSession:
             hist = self.metrics.frame_latency.labels(self.stream_id)
             for ms in msg.samples_ms:
                 hist.observe(ms / 1000)
-            self._latency_samples.extend(msg.samples_ms[-1000:])
+            self.status.on_latency(msg.samples_ms)
         else:
             self.metrics.bad_messages.labels(self.stream_id).inc()
             self._send(encode(ErrorMessage(message=f"unexpected message type {msg.type!r}")))
@@ -381,8 +257,7 @@ class StreamSession:
                 damaged = (
                     jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
                 )
-                self.frames_received += 1
-                self.damaged_frames += damaged
+                self.status.on_frame(damaged)
                 frames.inc()
                 before = self._slot.dropped
                 self._slot.put((frame, time.monotonic(), damaged))
@@ -403,7 +278,7 @@ class StreamSession:
             except SlotClosed:
                 return
             queued_ms = (time.monotonic() - received_s) * 1000
-            self._queue_ms.append(queued_ms)
+            self.status.on_dequeued(queued_ms)
             try:
                 outcome = await loop.run_in_executor(
                     self._executor, self._step, frame, received_s, damaged
@@ -423,24 +298,23 @@ class StreamSession:
             )
             text = encode(result)
             self._send(text)
-            self.results_sent += 1
+            age = self.status.on_result(result, outcome.decision.reason)
             for tap in self.taps:
                 tap.on_result(result, text)
             self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
-            self.decisions[outcome.decision.reason] += 1
-            self._note_box_age(result)
-            self._publish_events(outcome)
+            self._observe(age)
+            if self.on_event is not None:
+                for event in self.status.events(result, outcome.events):
+                    self.on_event(event)
             if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
                 self.metrics.inference.labels(outcome.result.model).observe(
                     outcome.result.timings.detect_ms / 1000
                 )
 
-    def _note_box_age(self, result: Result) -> None:
-        if result.detect_seq is not None:
-            age = max(0, result.seq - result.detect_seq)
-            self._box_ages.append(age)
+    def _observe(self, age: int | None) -> None:
+        if age is not None:
             self.metrics.box_age.labels(self.stream_id).observe(age)
         abandoned = self.processor.detections_abandoned
         if abandoned > self._abandoned:
@@ -452,7 +326,7 @@ class StreamSession:
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)
         decoded = DecodedFrame(
-            seq=pts // self.frame_ticks,
+            seq=self.status.clock.seq(pts),
             pts=pts,
             gray=luma(frame),
             bgr=lambda: np.asarray(frame.to_ndarray(format="bgr24"), np.uint8),
@@ -462,20 +336,14 @@ class StreamSession:
         return self.processor.step(decoded)
 
     def summary(self) -> dict[str, object]:
+        state = "closed" if self._closed else self.pc.connectionState
+        p = self.processor
         return {
-            "stream_id": self.stream_id,
-            "state": "closed" if self._closed else self.pc.connectionState,
-            "seconds": round(time.monotonic() - self.started_s, 1),
-            "frames_received": self.frames_received,
-            "frames_dropped": self._slot.dropped,
-            "damaged_frames": self.damaged_frames,
-            "results_sent": self.results_sent,
-            "viewers": len(self.taps),
-            "detector_runs": self.processor.detector_runs,
-            "detections_submitted": self.processor.detections_submitted,
-            "detections_abandoned": self.processor.detections_abandoned,
-            "detections_failed": self.processor.detections_failed,
-            "keyframe_decisions": dict(self.decisions),
+            **self.status.summary(state, self._slot.dropped, len(self.taps)),
+            "detector_runs": p.detector_runs,
+            "detections_submitted": p.detections_submitted,
+            "detections_abandoned": p.detections_abandoned,
+            "detections_failed": p.detections_failed,
         }
 
     async def close(self) -> None:

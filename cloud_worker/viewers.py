@@ -27,7 +27,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from cloud_worker.session import StreamSession
-from edge_agent.writers import draw_boxes
+from mobieye.annotate import draw_result
 from mobieye.config import Settings
 from mobieye.messages import Result, Welcome, encode
 from mobieye.slot import LatestSlot, SlotClosed
@@ -226,7 +226,7 @@ class MjpegViewer(_Viewer):
 
 
 def render_jpeg(frame: VideoFrame, result: Result) -> bytes:
-    image = draw_boxes(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), result)
+    image = draw_result(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), result)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, MJPEG_QUALITY])
     if not ok:
         raise RuntimeError("JPEG encoding failed")

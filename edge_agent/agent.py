@@ -17,20 +17,23 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCDataChannel
 
-from edge_agent.connection import Connection, connect
+from edge_agent.connection import Connection, connect, prepare_sender_webrtc
 from edge_agent.control import EdgeController
-from edge_agent.directory import WorkerDirectory
-from edge_agent.display import ResultRecord, display_timeline
+from edge_agent.failover import RETRY_S, Failover
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
-from edge_agent.report import RunStats, box_age, write_report
+from edge_agent.report import RunStats, trace_record, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
 from edge_agent.track import CaptureTrack
 from edge_agent.writers import TraceWriter, VideoRecorder
+from mobieye.clock import FrameClock
 from mobieye.config import Settings
+from mobieye.detections import Detections
+from mobieye.display import ArrivedResult, display_timeline
 from mobieye.errors import MessageError, SignallingError
+from mobieye.fleet.directory import WorkerDirectory
+from mobieye.ids import is_valid_id
 from mobieye.messages import (
-    RTP_CLOCK_HZ,
     Control,
     ErrorMessage,
     Hello,
@@ -41,15 +44,7 @@ from mobieye.messages import (
     encode,
     parse_message,
 )
-from mobieye.mqtt import topics
 from mobieye.slot import LatestSlot
-from mobieye.webrtc import (
-    confine_to_loopback,
-    install_bitrate_hysteresis,
-    install_sender_zero_timestamp_origin,
-    set_bitrate_limits,
-    uninstall_bitrate_hysteresis,
-)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +52,6 @@ DRAIN_S = 1.0  # after the last frame, wait this long for results still in fligh
 LATENCY_REPORT_S = 1.0
 RECORD_KEEP_FRAMES = 90
 DISCOVERY_S = 10.0  # at start, wait this long for the fleet's retained worker states
-WILL_CONFIRM_S = 0.5  # results silent this long confirm a worker's last will
-RETRY_S = 0.5  # between attempts to find a worker after losing one
-EXCLUDE_S = 10.0  # a lost worker isn't tried again for this long (unless it's the only one)
 
 
 @dataclass
@@ -69,19 +61,6 @@ class EdgeOutputs:
     record: Path | None = None
     status: bool = False  # print a live one-line status to stderr
     keep_timeline: bool = False  # keep every frame's and result's timing (for the bench)
-
-
-def prepare_sender_webrtc(settings: Settings) -> None:
-    if settings.webrtc.loopback_only:
-        confine_to_loopback()
-    install_sender_zero_timestamp_origin()
-    set_bitrate_limits(
-        settings.webrtc.min_bitrate_kbps * 1000, settings.webrtc.max_bitrate_kbps * 1000
-    )
-    if settings.webrtc.bitrate_hysteresis > 0:
-        install_bitrate_hysteresis(settings.webrtc.bitrate_hysteresis)
-    else:
-        uninstall_bitrate_hysteresis()
 
 
 class EdgeAgent:
@@ -95,8 +74,8 @@ class EdgeAgent:
         self.settings = settings
         self.source = source
         self.outputs = outputs
-        self.frame_ticks = max(1, round(RTP_CLOCK_HZ / source.fps))
-        self.ledger = FrameLedger(self.frame_ticks)
+        self.clock = FrameClock.for_fps(source.fps)
+        self.ledger = FrameLedger(self.clock)
         self.stats = RunStats(source.spec.label)
         self.conn: Connection | None = None
         self.directory = directory
@@ -118,8 +97,9 @@ class EdgeAgent:
         # Every frame and result with its timing, for display/accuracy analysis (bench).
         self.keep_timeline = outputs.keep_timeline
         self._lost_worker: str | None = None  # the worker of the last failover, for the hello
+        self.failover = Failover(settings.edge.result_timeout_s)
         self.sent_frames: list[SentFrame] = []
-        self.results: list[ResultRecord] = []
+        self.results: list[ArrivedResult] = []
 
     @property
     def channel(self) -> RTCDataChannel | None:
@@ -133,7 +113,7 @@ class EdgeAgent:
     def _on_open(self) -> None:
         hello = Hello(
             stream_id=self.stats.stream_id or "edge",
-            frame_ticks=self.frame_ticks,
+            frame_ticks=self.clock.ticks,
             fps=self.source.fps,
             width=self.source.width,
             height=self.source.height,
@@ -184,32 +164,11 @@ class EdgeAgent:
         self.fallback.on_result(result)
         shown_already = match.frame.seq <= self.ledger.late_cursor  # by the fallback
         if self.keep_timeline:
-            self.results.append(
-                ResultRecord(
-                    seq=match.frame.seq,
-                    arrival_s=now,
-                    xyxy=np.array([b.xyxy for b in result.boxes], np.float32).reshape(-1, 4),
-                    class_id=np.array([b.cls for b in result.boxes], np.int64),
-                    score=np.array([b.score for b in result.boxes], np.float32),
-                )
-            )
+            boxes = Detections.from_wire(result.boxes)  # kept normalised: sizes change
+            self.results.append(ArrivedResult(match.frame.seq, now, boxes))
         self._pending_latency.append(round(match.latency_ms, 2))
         if self._trace is not None:
-            self._trace.put(
-                {
-                    "seq": match.frame.seq,
-                    "pts": result.pts,
-                    "capture_s": round(match.frame.capture_s, 6),
-                    "latency_ms": round(match.latency_ms, 2),
-                    "source": result.source,
-                    "detect_seq": result.detect_seq,
-                    "box_age_frames": box_age(result),
-                    "boxes": len(result.boxes),
-                    "size": [result.width, result.height],
-                    "model": result.model,
-                    "timings": result.timings.model_dump(),
-                }
-            )
+            self._trace.put(trace_record(match, result))
         if self._recorder is not None and not shown_already:
             image = self._images.pop(match.frame.seq, None)
             if image is not None:
@@ -248,7 +207,6 @@ class EdgeAgent:
         slot: LatestSlot[CapturedFrame] = LatestSlot(1)
         deadline = time.monotonic() + duration_s if duration_s else None
         uplink_bytes = 0
-        excluded: dict[str, float] = {}  # worker -> until when it isn't tried again
         started = False
         try:
             if self.directory is not None:
@@ -256,7 +214,8 @@ class EdgeAgent:
                 await self.directory.wait_for_candidates(DISCOVERY_S)
             while True:
                 try:
-                    self.conn = await self._connect_any(slot, excluded)
+                    skip = self.failover.excluded(time.monotonic())
+                    self.conn = await self._connect_any(slot, skip)
                 except SignallingError:
                     if not started:
                         raise  # nothing to fail over from: say why and stop
@@ -280,12 +239,12 @@ class EdgeAgent:
                     break
                 self.stats.failovers += 1
                 lost = self.conn.worker_id
-                self._lost_worker = lost if lost and topics.is_valid_id(lost) else None
+                self._lost_worker = lost if lost and is_valid_id(lost) else None
                 log.warning("lost worker %s: %s; failing over", self.conn.url,
                             self.conn.lost_reason)  # fmt: skip
                 self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "
                                          f"{self.conn.lost_reason}")  # fmt: skip
-                excluded[self.conn.worker_id or self.conn.url] = time.monotonic() + EXCLUDE_S
+                self.failover.lost(self.conn.worker_id or self.conn.url, time.monotonic())
         finally:
             self.source.stop()
             slot.close()
@@ -313,23 +272,19 @@ class EdgeAgent:
             return True
         return self.source.ended.is_set() and not len(slot)
 
-    def _candidates(self, excluded: dict[str, float]) -> list[str]:
-        now = time.monotonic()
+    def _candidates(self, skip: set[str]) -> list[str]:
         if self.directory is None:
             return [self.settings.edge.worker_url]
-        skip = {w for w, until in excluded.items() if until > now}
         return [w.url for w in self.directory.candidates(skip) if w.url]
 
-    async def _connect_any(
-        self, slot: LatestSlot[CapturedFrame], excluded: dict[str, float]
-    ) -> Connection:
+    async def _connect_any(self, slot: LatestSlot[CapturedFrame], skip: set[str]) -> Connection:
         """Offer the stream to the best candidate; a refusal moves on to the next one."""
-        urls = self._candidates(excluded)
+        urls = self._candidates(skip)
         if not urls:
             raise SignallingError("no live worker with free capacity is known (yet)")
         problems = []
         for url in urls:
-            track = CaptureTrack(slot, self.frame_ticks, self._on_sent)
+            track = CaptureTrack(slot, self.clock, self._on_sent)
             try:
                 conn = await connect(self.settings, url, track, self._on_open, self._on_message)
             except SignallingError as exc:
@@ -351,7 +306,6 @@ class EdgeAgent:
         last_status = 0.0
         last_control = time.monotonic()
         connected_s = time.monotonic()
-        timeout = self.settings.edge.result_timeout_s
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
@@ -368,18 +322,11 @@ class EdgeAgent:
                     print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr)
             if self._finished(deadline, slot):
                 break
-            last_result = max(self.stats.last_result_s or 0.0, connected_s)
-            if now - last_result > timeout:
-                conn.mark_lost(f"no results for {timeout:.1f} s")
-            # A broker that restarts sends the wills of all its clients: believe an "offline"
-            # only when the worker's results have stopped too.
-            if (
-                self.directory is not None
-                and conn.worker_id
-                and self.directory.is_offline(conn.worker_id)
-                and now - last_result > WILL_CONFIRM_S
-            ):
-                conn.mark_lost("the worker went offline (MQTT last will)")
+            will = bool(conn.worker_id and self.directory
+                        and self.directory.is_offline(conn.worker_id))  # fmt: skip
+            lost = self.failover.loss(now, connected_s, self.stats.last_result_s, will)
+            if lost:
+                conn.mark_lost(lost)
             if conn.lost.is_set():
                 return False
         self.source.stop()

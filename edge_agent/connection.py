@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from edge_agent.track import CaptureTrack
 from mobieye.config import Settings
 from mobieye.errors import SignallingError
-from mobieye.webrtc import prefer_codec, rtc_configuration
+from mobieye.webrtc import (
+    confine_to_loopback,
+    install_bitrate_hysteresis,
+    install_sender_zero_timestamp_origin,
+    prefer_codec,
+    rtc_configuration,
+    set_bitrate_limits,
+    uninstall_bitrate_hysteresis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +89,23 @@ class Connection:
             await self.pc.close()
 
 
+def prepare_sender_webrtc(settings: Settings) -> None:
+    if settings.webrtc.loopback_only:
+        confine_to_loopback()
+    install_sender_zero_timestamp_origin()
+    set_bitrate_limits(
+        settings.webrtc.min_bitrate_kbps * 1000, settings.webrtc.max_bitrate_kbps * 1000
+    )
+    if settings.webrtc.bitrate_hysteresis > 0:
+        install_bitrate_hysteresis(settings.webrtc.bitrate_hysteresis)
+    else:
+        uninstall_bitrate_hysteresis()
+
+
 async def connect(
     settings: Settings,
     url: str,
-    track: MediaStreamTrack,
+    track: CaptureTrack,
     on_open: Callable[[], None],
     on_message: Callable[[str | bytes], None],
 ) -> Connection:
@@ -106,7 +128,7 @@ async def connect(
         await pc.setLocalDescription(await pc.createOffer())
         answer = await post_offer(
             url, {"sdp": pc.localDescription.sdp, "type": "offer",
-                  "stream_id": settings.edge.stream_id},
+                  "stream_id": settings.edge.stream_id, "frame_ticks": track.clock.ticks},
         )  # fmt: skip
         conn.stream_id = answer.get("stream_id")
         conn.worker_id = answer.get("worker_id")

@@ -19,8 +19,15 @@ from aiortc import RTCPeerConnection
 
 from edge_agent.sources import VideoSource
 from mobieye.config import ControllerConfig, WebRTCConfig
-from mobieye.controller import DEFAULT_LEVELS, ControllerState, Decision, Observation, decide
+from mobieye.controller import (
+    DEFAULT_LEVELS,
+    ControllerState,
+    LevelDecision,
+    Observation,
+    decide_level,
+)
 from mobieye.messages import Control, ModelInfo, WorkerStats, encode
+from mobieye.stats import percentile
 from mobieye.webrtc import set_bitrate_limits
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,7 @@ class EdgeController:
         self._latencies.append(latency_ms)
 
     # -- one decision --------------------------------------------------------------------------
-    async def tick(self, now_s: float, pc: RTCPeerConnection) -> Decision | None:
+    async def tick(self, now_s: float, pc: RTCPeerConnection) -> LevelDecision | None:
         rtt_ms, sent_bytes = await _sender_stats(pc)
         period = now_s - self._last_tick_s if self._last_tick_s is not None else None
         self._last_tick_s = now_s
@@ -87,10 +94,9 @@ class EdgeController:
             self._bytes = sent_bytes
         if self._sent == 0:
             return None  # nothing measured yet
-        lat = sorted(self._latencies)
         obs = Observation(
             now_s=now_s,
-            latency_p95_ms=lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,
+            latency_p95_ms=percentile(self._latencies, 95),
             result_ratio=min(1.0, self._answered / self._sent),
             rtt_ms=rtt_ms,
             queue_ms=self.queue_ms,
@@ -100,7 +106,7 @@ class EdgeController:
         )
         self._latencies, self._sent, self._answered = [], 0, 0
         previous = self.state
-        self.state, decision = decide(self.cfg, self.state, obs)
+        self.state, decision = decide_level(self.cfg, self.state, obs)
         self._record(decision)
         if decision.changed:
             self.changes += 1
@@ -108,7 +114,7 @@ class EdgeController:
             self.apply(decision, model_changed=decision.model != previous.model)
         return decision
 
-    def apply(self, decision: Decision, model_changed: bool) -> None:
+    def apply(self, decision: LevelDecision, model_changed: bool) -> None:
         """Set capture rate, size and bitrate cap here; tell the worker (model, for metrics)."""
         level = decision.level
         self.source.target_fps = min(level.fps, self.source.fps)
@@ -134,7 +140,7 @@ class EdgeController:
         )
         self.send(encode(control))
 
-    def _record(self, d: Decision) -> None:
+    def _record(self, d: LevelDecision) -> None:
         obs = d.inputs
         self.decisions.append(
             {

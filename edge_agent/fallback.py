@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mobieye.detections import Detections
-from mobieye.messages import Box, Result
+from mobieye.messages import Result
 from mobieye.tracking import propagate
 
 Gray = npt.NDArray[np.uint8]
@@ -47,18 +47,7 @@ class OnDeviceFallback:
         if len(grays) < 2 or len({g.shape for g in grays}) > 1 or not base.boxes:
             return base.model_copy(update={"seq": seq})
         h, w = grays[0].shape
-        scale = np.array([w, h, w, h], np.float32)
-        dets = Detections(
-            np.array([b.xyxy for b in base.boxes], np.float32) * scale,
-            np.array([b.score for b in base.boxes], np.float32),
-            np.array([b.cls for b in base.boxes], np.int64),
-            np.array([b.track_id for b in base.boxes], np.int64),
-        )
-        moved = propagate(grays, dets)
-        norm = moved.normalized_xyxy(w, h)
-        boxes = [
-            Box(xyxy=(float(x1), float(y1), float(x2), float(y2)), cls=b.cls, label=b.label,
-                score=b.score, track_id=b.track_id)
-            for (x1, y1, x2, y2), b in zip(norm, base.boxes, strict=True)
-        ]  # fmt: skip
+        moved = propagate(grays, Detections.from_wire(base.boxes, w, h))
+        names = {b.cls: b.label for b in base.boxes}
+        boxes = moved.to_wire(w, h, names)
         return base.model_copy(update={"seq": seq, "boxes": boxes, "source": "track"})

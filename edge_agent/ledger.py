@@ -1,6 +1,6 @@
 """Which frames were sent, and which results belong to which frame (pure; no I/O).
 
-The edge stamps frame ``seq`` with ``pts = seq * frame_ticks``; the worker echoes the pts it
+The edge stamps frame ``seq`` by its :class:`FrameClock`; the worker echoes the pts it
 decoded, so a result maps to exactly one captured frame and its capture time.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from mobieye.clock import FrameClock
 from mobieye.messages import Result
 
 
@@ -30,8 +31,8 @@ class Match:
 class FrameLedger:
     """Remembers sent frames for ``keep_s`` seconds (bounded), matches results to them."""
 
-    def __init__(self, frame_ticks: int, keep_s: float = 10.0, max_frames: int = 4096) -> None:
-        self.frame_ticks = frame_ticks
+    def __init__(self, clock: FrameClock, keep_s: float = 10.0, max_frames: int = 4096) -> None:
+        self.clock = clock
         self.keep_s = keep_s
         self.max_frames = max_frames
         self._frames: OrderedDict[int, SentFrame] = OrderedDict()
@@ -41,7 +42,7 @@ class FrameLedger:
         self._late_cursor = -1  # frames up to this seq were already reported late
 
     def pts_for(self, seq: int) -> int:
-        return seq * self.frame_ticks
+        return self.clock.pts(seq)
 
     def sent(self, seq: int, capture_s: float, index: int = 0) -> SentFrame:
         frame = SentFrame(seq, self.pts_for(seq), capture_s, index)

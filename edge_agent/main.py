@@ -10,10 +10,10 @@ import sys
 from typing import Any
 
 from edge_agent.agent import EdgeAgent, EdgeOutputs
-from edge_agent.directory import WorkerDirectory
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
 from mobieye.errors import ConfigError, SourceError
+from mobieye.fleet.directory import WorkerDirectory
 from mobieye.mqtt.preflight import check_broker
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.ledger import Match
+from mobieye.clock import FrameClock
 from mobieye.messages import Result
-from mobieye.stats import percentiles
+from mobieye.stats import percentile, percentiles
 
 STATUS_WINDOW_S = 2.0
 
@@ -73,13 +74,14 @@ class RunStats:
         n = len(self._recent)
         if not n:
             return f"{now_s - self.started_s:5.1f}s | waiting for results ({self.frames_sent} sent)"
-        lat = sorted(r[1] for r in self._recent)
+        lat = [r[1] for r in self._recent]
         fps = n / STATUS_WINDOW_S
         det = self.detector_runs / max(1, self.frames_sent)
         age = self._recent[-1][3]
+        p50, p95 = percentile(lat, 50) or 0.0, percentile(lat, 95) or 0.0
         return (
-            f"{now_s - self.started_s:5.1f}s | {fps:4.1f} fps | latency p50 {lat[n // 2]:5.1f} ms "
-            f"p95 {lat[min(n - 1, int(n * 0.95))]:5.1f} ms | boxes {self._recent[-1][2]:2d} "
+            f"{now_s - self.started_s:5.1f}s | {fps:4.1f} fps | latency p50 {p50:5.1f} ms "
+            f"p95 {p95:5.1f} ms | boxes {self._recent[-1][2]:2d} "
             f"{'(no detection yet)' if age is None else f'{age} frames old'} | "
             f"detect {det:4.0%} | {self.model}"
         )
@@ -116,12 +118,27 @@ class RunStats:
         }
 
 
+def trace_record(match: Match, result: Result) -> dict[str, Any]:
+    """One result's line in ``--trace``."""
+    return {
+        "seq": match.frame.seq,
+        "pts": result.pts,
+        "capture_s": round(match.frame.capture_s, 6),
+        "latency_ms": round(match.latency_ms, 2),
+        "source": result.source,
+        "detect_seq": result.detect_seq,
+        "box_age_frames": box_age(result),
+        "boxes": len(result.boxes),
+        "size": [result.width, result.height],
+        "model": result.model,
+        "timings": result.timings.model_dump(),
+    }
+
+
 def box_age(result: Result) -> int | None:
     """Frames between this result and the detection its boxes come from (None: no detection
     has completed on the stream yet)."""
-    if result.detect_seq is None:
-        return None
-    return max(0, result.seq - result.detect_seq)
+    return FrameClock().frames_between(result.detect_seq, result.seq)
 
 
 def _age_summary(ages: list[int]) -> dict[str, float | None]:

@@ -11,7 +11,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from edge_agent.sources import CapturedFrame
-from mobieye.messages import RTP_CLOCK_HZ
+from mobieye.clock import RTP_CLOCK_HZ, FrameClock
 from mobieye.slot import LatestSlot, SlotClosed
 
 TIME_BASE = Fraction(1, RTP_CLOCK_HZ)
@@ -23,12 +23,12 @@ class CaptureTrack(MediaStreamTrack):
     def __init__(
         self,
         slot: LatestSlot[CapturedFrame],
-        frame_ticks: int,
+        clock: FrameClock,
         on_sent: Callable[[CapturedFrame], None],
     ) -> None:
         super().__init__()
         self._slot = slot
-        self._frame_ticks = frame_ticks
+        self.clock = clock
         self._on_sent = on_sent
         self.encode_wait_ms = 0.0
 
@@ -40,7 +40,7 @@ class CaptureTrack(MediaStreamTrack):
             raise MediaStreamError from None
         frame = VideoFrame.from_ndarray(captured.image, format="bgr24")
         # pts on the 90 kHz RTP clock; with the zero-origin sender patch it is the RTP timestamp.
-        frame.pts = captured.seq * self._frame_ticks
+        frame.pts = self.clock.pts(captured.seq)
         frame.time_base = TIME_BASE
         self.encode_wait_ms = (time.monotonic() - captured.capture_s) * 1000
         self._on_sent(captured)

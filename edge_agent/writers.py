@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
-import numpy.typing as npt
 
-from mobieye.messages import Result
+from mobieye.annotate import draw_result
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +55,6 @@ class TraceWriter(_ThreadedWriter):
                 f.write(json.dumps(item) + "\n")
 
 
-def track_color(track_id: int) -> tuple[int, int, int]:
-    """A stable, distinct BGR colour per track id."""
-    hsv = np.array([[[(track_id * 47) % 180, 200, 255]]], dtype=np.uint8)
-    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
-    return int(b), int(g), int(r)
-
-
-def draw_boxes(image: npt.NDArray[np.uint8], result: Result) -> npt.NDArray[np.uint8]:
-    out = image.copy()
-    h, w = out.shape[:2]
-    for box in result.boxes:
-        x1, y1, x2, y2 = (int(v * s) for v, s in zip(box.xyxy, (w, h, w, h), strict=True))
-        color = track_color(box.track_id)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
-        label = f"{box.label} #{box.track_id} {box.score:.2f}"
-        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
-    tag = f"seq {result.seq} {result.source}"
-    cv2.putText(out, tag, (8, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-    return out
-
-
 class VideoRecorder(_ThreadedWriter):
     """Writes each frame that got a result, with its boxes drawn, to an mp4 file."""
 
@@ -98,7 +75,7 @@ class VideoRecorder(_ThreadedWriter):
         try:
             while (item := self._queue.get()) is not None:
                 image, result = item
-                frame = draw_boxes(image, result)
+                frame = draw_result(image, result)
                 if (frame.shape[1], frame.shape[0]) != self.size:
                     writer.write(cv2.resize(frame, self.size))
                 else:

@@ -20,7 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from mobieye.errors import ConfigError
+from mobieye.errors import ConfigError, validation_problems
 
 
 class _Section(BaseModel):
@@ -300,11 +300,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return "bad configuration: " + "; ".join(parts)
+    return "bad configuration: " + "; ".join(validation_problems(exc, with_input=True))
 
 
 def load_settings(

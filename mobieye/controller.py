@@ -66,7 +66,7 @@ class ControllerState:
 
 
 @dataclass(frozen=True)
-class Decision:
+class LevelDecision:
     level_index: int
     level: Level
     model: str | None
@@ -86,12 +86,12 @@ def choose_model(models: Sequence[ModelInfo], budget_ms: float) -> ModelInfo | N
     return min(models, key=lambda m: m.mean_ms)
 
 
-def decide(
+def decide_level(
     cfg: ControllerConfig,
     state: ControllerState,
     obs: Observation,
     levels: Sequence[Level] = DEFAULT_LEVELS,
-) -> tuple[ControllerState, Decision]:
+) -> tuple[ControllerState, LevelDecision]:
     reasons: list[str] = []
     budget = cfg.sla_ms - (obs.rtt_ms or 0.0) - obs.queue_ms
 
@@ -136,7 +136,7 @@ def decide(
         reasons.append(f"up to level {level}: p95 {p95:.0f} ms has headroom")
 
     new_state = ControllerState(level, model, candidate, count, last_change)
-    decision = Decision(
+    decision = LevelDecision(
         level_index=level,
         level=levels[level],
         model=model,

@@ -1,17 +1,22 @@
-"""The core value type: a set of boxes in one frame.
+"""The core value type: a set of boxes in one frame, the only one in memory.
 
 Modelled on supervision's ``Detections``: parallel numpy arrays, validated on construction, with
-adapters in and out (ultralytics results in; normalised wire boxes out).
+adapters in and out: ultralytics results in; the data channel's normalised boxes
+(:class:`~mobieye.messages.Box`) out and back with :meth:`Detections.to_wire` and
+:meth:`Detections.from_wire`. Coordinates are pixels unless a caller keeps them normalised
+(the bench's references and the edge's timeline do: frame sizes change under the controller).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from mobieye.messages import Box
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -109,6 +114,41 @@ class Detections:
         scale = np.array([width, height, width, height], dtype=np.float32)
         out: FloatArray = np.clip(self.xyxy / scale, 0.0, 1.0)
         return out
+
+    def normalized(self, width: int, height: int) -> Detections:
+        return Detections(
+            self.normalized_xyxy(width, height), self.confidence, self.class_id, self.tracker_id
+        )
+
+    def scaled(self, width: float, height: float) -> Detections:
+        """Normalised boxes back to pixels of a ``width`` x ``height`` frame."""
+        scale = np.array([width, height, width, height], dtype=np.float32)
+        return Detections(self.xyxy * scale, self.confidence, self.class_id, self.tracker_id)
+
+    def confident(self, min_score: float) -> Detections:
+        return self[self.confidence >= min_score]
+
+    def to_wire(self, width: int, height: int, names: Mapping[int, str]) -> list[Box]:
+        """The data channel's boxes: normalised to the frame, rounded, labelled by ``names``."""
+        norm = np.round(self.normalized_xyxy(width, height), 4)
+        return [
+            Box(xyxy=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), cls=int(c),
+                label=names.get(int(c), str(int(c))), score=round(float(s), 3), track_id=int(t))
+            for b, c, s, t in zip(norm, self.class_id, self.confidence, self.tracker_id,
+                                  strict=True)
+        ]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, boxes: Sequence[Box], width: float = 1.0, height: float = 1.0) -> Detections:
+        """Wire boxes as pixels of a ``width`` x ``height`` frame (default: kept normalised)."""
+        if not boxes:
+            return cls.empty()
+        return cls(
+            np.array([b.xyxy for b in boxes], np.float32),
+            np.array([b.score for b in boxes], np.float32),
+            np.array([b.cls for b in boxes], np.int64),
+            np.array([b.track_id for b in boxes], np.int64),
+        ).scaled(width, height)
 
 
 def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:

@@ -1,5 +1,16 @@
 """Errors that carry a message meant for the user: the CLI prints them without a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class _HasErrors(Protocol):
+    """pydantic's ValidationError, FastAPI's RequestValidationError."""
+
+    def errors(self) -> Sequence[Mapping[str, Any]]: ...
+
 
 class MobiEyeError(Exception):
     """Base class: str(exc) says what is wrong and, where possible, what to do."""
@@ -23,3 +34,16 @@ class MessageError(MobiEyeError):
 
 class SignallingError(MobiEyeError):
     """A malformed offer, an unreachable worker or a refused stream."""
+
+
+def validation_problems(exc: _HasErrors, with_input: bool = False) -> list[str]:
+    """Each problem of a pydantic error as ``where: what`` (and what was given, if asked):
+    the one wording of bad input everywhere (config, messages, payloads, HTTP bodies)."""
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        text = f"{where}: {err['msg']}" if where else err["msg"]
+        if with_input and "input" in err:
+            text += f" (got {err['input']!r})"
+        out.append(text)
+    return out

@@ -37,34 +37,36 @@ class KeyframeHistory:
 
 
 @dataclass(frozen=True)
-class Decision:
+class KeyframeDecision:
     detect: bool
     reason: str
 
 
-def decide(cfg: KeyframeConfig, history: KeyframeHistory, facts: FrameFacts) -> Decision:
+def decide_keyframe(
+    cfg: KeyframeConfig, history: KeyframeHistory, facts: FrameFacts
+) -> KeyframeDecision:
     """Decide for one frame. Reasons name the rule that fired (they are counted in metrics)."""
     if facts.damaged:
         # Lost packets leave stale regions until the next keyframe: a detection would be wrong.
-        return Decision(False, "damaged")
+        return KeyframeDecision(False, "damaged")
     if facts.detector_busy:
-        return Decision(False, "busy")
+        return KeyframeDecision(False, "busy")
     if facts.detection_lost:
-        return Decision(True, "retry")  # the boxes have gone without a detection too long
+        return KeyframeDecision(True, "retry")  # the boxes have gone without a detection too long
     if history.last_seq is None or history.last_time_s is None:
-        return Decision(True, "first")
+        return KeyframeDecision(True, "first")
     since = facts.seq - history.last_seq
     if since < cfg.min_interval:
-        return Decision(False, "min_interval")
+        return KeyframeDecision(False, "min_interval")
     if since >= cfg.interval:
-        return Decision(True, "interval")
+        return KeyframeDecision(True, "interval")
     if facts.time_s - history.last_time_s >= cfg.max_age_s:
-        return Decision(True, "max_age")
+        return KeyframeDecision(True, "max_age")
     if facts.change >= cfg.scene_change:
-        return Decision(True, "scene_change")
+        return KeyframeDecision(True, "scene_change")
     if facts.track_quality < cfg.min_track_quality:
-        return Decision(True, "tracking_quality")
-    return Decision(False, "track")
+        return KeyframeDecision(True, "tracking_quality")
+    return KeyframeDecision(False, "track")
 
 
 def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: float) -> int:

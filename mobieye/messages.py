@@ -10,13 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mobieye.errors import MessageError
+from mobieye.clock import DEFAULT_TICKS, RTP_CLOCK_HZ
+from mobieye.errors import MessageError, validation_problems
+from mobieye.ids import Id
 
 MAX_MESSAGE_BYTES = 256 * 1024
 PROTOCOL_VERSION = 1
-# The edge stamps frame k with pts = k * frame_ticks on the 90 kHz RTP clock.
-RTP_CLOCK_HZ = 90_000
-ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # stream and worker ids: safe in MQTT topics and URLs
 
 
 class _Msg(BaseModel):
@@ -28,15 +27,15 @@ class Hello(_Msg):
 
     type: Literal["hello"] = "hello"
     version: int = PROTOCOL_VERSION
-    stream_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
-    frame_ticks: int = Field(default=3000, ge=1, le=RTP_CLOCK_HZ)
+    stream_id: Id
+    frame_ticks: int = Field(default=DEFAULT_TICKS, ge=1, le=RTP_CLOCK_HZ)
     fps: float = Field(default=30.0, gt=0, le=240)
     width: int = Field(default=0, ge=0)
     height: int = Field(default=0, ge=0)
     source: str = ""
     # After a failover: how many this stream has had, and the worker it lost last.
     failovers: int = Field(default=0, ge=0)
-    previous_worker: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
+    previous_worker: Id | None = None
 
 
 class LatencyReport(_Msg):
@@ -148,9 +147,7 @@ def parse_message(raw: str | bytes) -> Message:
     try:
         return _ADAPTER.validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "message"
-        raise MessageError(f"bad message: {where}: {err['msg']}") from exc
+        raise MessageError(f"bad message: {validation_problems(exc)[0]}") from exc
 
 
 def encode(msg: _Msg) -> str:

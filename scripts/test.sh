@@ -11,6 +11,10 @@ export MOBIEYE_CACHE_DIR=${MOBIEYE_CACHE_DIR:-$PWD/.pytest_cache/mobieye}
 export YOLO_CONFIG_DIR=$MOBIEYE_CACHE_DIR/ultralytics MPLCONFIGDIR=$MOBIEYE_CACHE_DIR/matplotlib
 mkdir -p "$YOLO_CONFIG_DIR" "$MPLCONFIGDIR" artifacts
 
+if [ "${MOBIEYE_INSTALL_SYSTEM_DEPS:-0}" = 1 ]; then
+  scripts/install-system-deps.sh
+fi
+
 echo "== ruff"
 ruff check .
 ruff format --check .

@@ -33,7 +33,7 @@ def _note(msg: str) -> None:
 
 
 def resolve_ladder(settings: Settings, spec: str | None) -> list[LadderModel]:
-    from mobieye.models import default_ladder, ladder_from_spec
+    from mobieye.models.ladder import default_ladder, ladder_from_spec
 
     if spec:
         ladder = ladder_from_spec(spec)

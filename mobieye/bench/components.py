@@ -14,7 +14,7 @@ import numpy as np
 
 from mobieye.config import Settings
 from mobieye.detector import UltralyticsDetector
-from mobieye.models import machine_id
+from mobieye.models.profile import machine_id
 from mobieye.stats import percentiles
 
 

@@ -8,14 +8,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from mobieye.config import DetectorConfig, LadderModel
+from mobieye.detections import Detections
 from mobieye.detector import UltralyticsDetector
 from mobieye.errors import MobiEyeError
 from mobieye.runtime import CACHE_DIR
@@ -24,17 +23,6 @@ log = logging.getLogger(__name__)
 
 PERSON = 0  # COCO class id
 ORACLE_FORMAT = 2  # bump when the cached arrays change
-
-
-@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity only
-class FrameBoxes:
-    xyxy: npt.NDArray[np.float32]  # (N, 4) normalised
-    class_id: npt.NDArray[np.int64]
-    score: npt.NDArray[np.float32]
-
-    def confident(self, min_score: float) -> FrameBoxes:
-        keep = self.score >= min_score
-        return FrameBoxes(self.xyxy[keep], self.class_id[keep], self.score[keep])
 
 
 def video_info(path: Path) -> tuple[int, int, int, float]:
@@ -71,7 +59,7 @@ def oracle_boxes(
     model: LadderModel,
     detector: DetectorConfig,
     progress: Callable[[str], None] | None = None,
-) -> list[FrameBoxes]:
+) -> list[Detections]:
     """The model on every frame of the clip; computed once, then read from the cache."""
     cache = CACHE_DIR / "oracle" / f"{_cache_key(video, model, detector)}.npz"
     if cache.exists():
@@ -79,7 +67,7 @@ def oracle_boxes(
             counts, xyxy, cls, score = (data[k] for k in ("counts", "xyxy", "class_id", "score"))
         splits = np.cumsum(counts)[:-1]
         return [
-            FrameBoxes(b, c, s)
+            Detections(b, s, c)
             for b, c, s in zip(
                 np.split(xyxy, splits), np.split(cls, splits), np.split(score, splits), strict=True
             )
@@ -88,14 +76,14 @@ def oracle_boxes(
     det = UltralyticsDetector(cfg)
     det.load()
     cap = cv2.VideoCapture(str(video))
-    out: list[FrameBoxes] = []
+    out: list[Detections] = []
     while True:
         ok, image = cap.read()
         if not ok:
             break
         h, w = image.shape[:2]
         found = det.detect([np.asarray(image, np.uint8)])[0]
-        out.append(FrameBoxes(found.normalized_xyxy(w, h), found.class_id, found.confidence))
+        out.append(found.normalized(w, h))
         if progress and len(out) % 50 == 0:
             progress(f"oracle: {len(out)} frames")
     cap.release()
@@ -106,13 +94,13 @@ def oracle_boxes(
         counts=np.array([len(f.xyxy) for f in out], np.int64),
         xyxy=np.concatenate([f.xyxy for f in out]).reshape(-1, 4),
         class_id=np.concatenate([f.class_id for f in out]),
-        score=np.concatenate([f.score for f in out]),
+        score=np.concatenate([f.confidence for f in out]),
     )
     tmp.replace(cache)
     return out
 
 
-def load_mot_gt(path: Path, frames: int, width: int, height: int) -> list[FrameBoxes]:
+def load_mot_gt(path: Path, frames: int, width: int, height: int) -> list[Detections]:
     """MOTChallenge gt.txt (frame,id,x,y,w,h,...; 1-based frames) as person boxes per frame.
 
     Refuses ground truth whose frames run past the clip: it belongs to another video.
@@ -130,17 +118,17 @@ def load_mot_gt(path: Path, frames: int, width: int, height: int) -> list[FrameB
             "is it the ground truth of another video?"
         )
     scale = np.array([width, height, width, height], np.float32)
-    per_frame: list[FrameBoxes] = []
+    per_frame: list[Detections] = []
     for f in range(1, frames + 1):
         r = rows[rows[:, 0] == f]
         if rows.shape[1] >= 7:
             r = r[r[:, 6] != 0]  # flag 0: ignore region
         xyxy = np.stack([r[:, 2], r[:, 3], r[:, 2] + r[:, 4], r[:, 3] + r[:, 5]], axis=1)
         per_frame.append(
-            FrameBoxes(
+            Detections(
                 (xyxy.astype(np.float32) / scale).reshape(-1, 4),
-                np.full(len(r), PERSON, np.int64),
                 np.ones(len(r), np.float32),
+                np.full(len(r), PERSON, np.int64),
             )
         )
     return per_frame

@@ -19,8 +19,8 @@ import yaml
 
 from mobieye.bench.components import cpu_seconds
 from mobieye.config import Settings
-from mobieye.demo import free_port
 from mobieye.errors import MobiEyeError
+from mobieye.runtime import free_port
 
 WORKER_START_S = 240.0
 HEALTH_PROBE = (
@@ -129,7 +129,7 @@ async def run_mode(
                 edge_cfg["webrtc"]["loopback_only"] = topology.loopback
                 spec = {"settings": edge_cfg, "video": str(video), "duration": duration_s}
                 (tmp / f"spec{i}.json").write_text(json.dumps(spec))
-                argv = [sys.executable, "-m", "mobieye.bench.agent"]
+                argv = [sys.executable, "-m", "edge_agent.bench_agent"]
                 argv += [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")]
                 agents.append(topology.popen_edge(argv, bench_env()))
             codes = [await asyncio.to_thread(a.wait) for a in agents]

@@ -7,21 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.display import ResultRecord, display_timeline
 from mobieye.accuracy import F1Score, match_counts
-from mobieye.bench.oracle import PERSON, FrameBoxes
+from mobieye.bench.oracle import PERSON
 from mobieye.bench.run import ModeRun
+from mobieye.detections import Detections
+from mobieye.display import ArrivedResult, display_timeline
 from mobieye.stats import percentiles
-
-EMPTY = FrameBoxes(
-    np.empty((0, 4), np.float32), np.empty((0,), np.int64), np.empty((0,), np.float32)
-)
 
 
 def score_mode(
     run: ModeRun,
-    oracle: list[FrameBoxes],
-    gt: list[FrameBoxes] | None,
+    oracle: list[Detections],
+    gt: list[Detections] | None,
     sla_ms: float,
     min_score: float,
 ) -> dict[str, Any]:
@@ -39,10 +36,9 @@ def score_mode(
     for agent in run.agents:
         sent_frames = agent["frames"]  # [seq, index, capture_s]
         results = [
-            ResultRecord(seq, arrival, np.array(xyxy, np.float32).reshape(-1, 4),
-                         np.array(cls, np.int64), np.array(score, np.float32))
+            ArrivedResult(seq, arrival, Detections(xyxy, score, cls))
             for seq, arrival, xyxy, cls, score in agent["results"]
-        ]  # fmt: skip
+        ]
         capture = {seq: t for seq, _, t in sent_frames}
         for r in results:
             ms = (r.arrival_s - capture[r.seq]) * 1000
@@ -52,10 +48,8 @@ def score_mode(
         shown = display_timeline([(s, t) for s, _, t in played], results, sla_ms)
         scored += len(played)
         for (_, index, _), d in zip(played, shown, strict=True):
-            shown_boxes = EMPTY
-            if d.result is not None and d.result.score is not None:
-                shown_boxes = FrameBoxes(d.result.xyxy, d.result.class_id, d.result.score)
-            shown_boxes = shown_boxes.confident(min_score)
+            boxes = Detections.empty() if d.result is None else d.result.boxes
+            shown_boxes = boxes.confident(min_score)
             xyxy, cls = shown_boxes.xyxy, shown_boxes.class_id
             ref = oracle[index % len(oracle)]
             vs_oracle.add(match_counts(xyxy, cls, ref.xyxy, ref.class_id))

@@ -30,8 +30,8 @@ from mobieye.bench.report import pyplot
 from mobieye.bench.run import Loopback, bench_env, stop_process, wait_healthy
 from mobieye.bench.soak_score import SoakLimits, problems, windows
 from mobieye.config import LadderModel, Settings
-from mobieye.demo import free_port
 from mobieye.errors import MobiEyeError
+from mobieye.runtime import free_port
 
 WIDTHS = (640, 480, 352)  # the sizes streams move between; each starts at a different one
 HEALTH_PERIOD_S = 1.0
@@ -97,7 +97,7 @@ async def _soak(
                     "resize": {"widths": widths, "every_s": resize_s},
                 }  # fmt: skip
                 (work / f"spec{i}.json").write_text(json.dumps(spec))
-                argv = [sys.executable, "-m", "mobieye.bench.agent", str(work / f"spec{i}.json"),
+                argv = [sys.executable, "-m", "edge_agent.bench_agent", str(work / f"spec{i}.json"),
                         str(work / f"out{i}.json")]  # fmt: skip
                 agents.append(topology.popen_edge(argv, bench_env()))
             watcher = asyncio.create_task(_watch_health(url, health, stop))

@@ -1,10 +1,4 @@
-"""The fleet dashboard's backend: an MQTT-fed store, token auth, a JSON API and minimal pages.
-
-``mobieye dashboard --broker mqtt://HOST:PORT`` serves it (see ``main.run_dashboard``).
+"""The fleet dashboard: an MQTT-fed store (``store``), token auth (``auth``), a JSON API
+(``api``), pages (``pages``, ``page_routes``), live views through the workers (``proxy``) and
+``mobieye dashboard`` (``main``, ``cli``). Import from the modules; nothing is re-exported.
 """
-
-from mobieye.dashboard.app import create_dashboard_app
-from mobieye.dashboard.auth import generate_token
-from mobieye.dashboard.store import FleetStore
-
-__all__ = ["FleetStore", "create_dashboard_app", "generate_token"]

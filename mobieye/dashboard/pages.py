@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi.responses import HTMLResponse
 
 from mobieye.dashboard.views import STALE_BOX_AGE_FRAMES, StreamView, WorkerView
-from mobieye.mqtt import ObjectEvent
+from mobieye.fleet.payloads import ObjectEvent
 
 # No scripts at all, and nothing loaded from anywhere else.
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'none'"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from mobieye.clock import TimeSource
 from mobieye.dashboard.views import (
     STALE_BOX_AGE_FRAMES,
     SeriesPoint,
@@ -20,9 +20,8 @@ from mobieye.dashboard.views import (
     WorkerView,
 )
 from mobieye.errors import MobiEyeError
-from mobieye.mqtt import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload, topics
-
-Clock = Callable[[], float]
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload
 
 
 @dataclass
@@ -82,7 +81,7 @@ class FleetStore:
         max_points: int = 300,
         max_timeline: int = 200,
         resume_after_s: float = 120.0,
-        clock: Clock = time.time,
+        clock: TimeSource = time.time,
     ) -> None:
         self.prefix = prefix
         self.stale_after_s = stale_after_s

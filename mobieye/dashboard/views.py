@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mobieye.mqtt import LatencyMs, WorkerState
-from mobieye.mqtt.payloads import BoxAge
+from mobieye.fleet.payloads import BoxAge, LatencyMs, WorkerState
 
 # Boxes older than this (p95, frames since their detection) mean detections have stopped or fall
 # far behind: the keyframe policy detects at least every 12 frames or 0.5 s when they run.

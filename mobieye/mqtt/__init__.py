@@ -1,35 +1,6 @@
-"""MQTT for the fleet: topic names, payload models, a resilient client link and test brokers."""
+"""MQTT transport: a resilient client link (``client``), broker addresses and checks
+(``connection``, ``preflight``) and brokers for tests and the demo (``broker``).
 
-from mobieye.mqtt.client import MqttLink
-from mobieye.mqtt.connection import BrokerAddress, check_connect, parse_broker_url
-from mobieye.mqtt.errors import BrokerError, PayloadError, TopicError
-from mobieye.mqtt.payloads import (
-    Command,
-    ControllerDecision,
-    LatencyMs,
-    ObjectEvent,
-    StreamState,
-    StreamStats,
-    WorkerState,
-    parse_payload,
-    worker_will,
-)
-
-__all__ = [
-    "BrokerAddress",
-    "BrokerError",
-    "Command",
-    "ControllerDecision",
-    "LatencyMs",
-    "MqttLink",
-    "ObjectEvent",
-    "PayloadError",
-    "StreamState",
-    "StreamStats",
-    "TopicError",
-    "WorkerState",
-    "check_connect",
-    "parse_broker_url",
-    "parse_payload",
-    "worker_will",
-]
+What goes over it (topics, payloads) is the fleet's: ``mobieye.fleet``. Import from the
+modules; this package re-exports nothing (no import cycles through it).
+"""

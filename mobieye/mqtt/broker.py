@@ -23,18 +23,12 @@ from types import TracebackType
 from typing import Any
 
 from mobieye.mqtt.errors import BrokerError
+from mobieye.runtime import free_port
 
 log = logging.getLogger("mobieye.mqtt.broker")
 
 LOOPBACK = "127.0.0.1"
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedBroker:

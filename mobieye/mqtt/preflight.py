@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mobieye.config import MqttConfig
-from mobieye.mqtt.client import check_connect
+from mobieye.mqtt.connection import check_connect
 from mobieye.mqtt.errors import BrokerError
 
 log = logging.getLogger(__name__)

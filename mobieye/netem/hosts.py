@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from mobieye.netem import netns
+import mobieye.netem.netns as netns
 from mobieye.netem.profiles import LinkProfile, get_profile
 from mobieye.netem.shaper import DirectionStats
 from mobieye.netem.tap import TUN_DEVICE, open_tap

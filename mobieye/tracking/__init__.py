@@ -1,14 +1,14 @@
 """Between-keyframe tracking: optical-flow box motion and keyframe track-id association."""
 
-from mobieye.tracking.association import AssignmentEvents, Track, TrackAssigner
+from mobieye.tracking.association import AssignmentEvents, TrackAssigner, TrackCounts
 from mobieye.tracking.flow import FlowConfig, FlowTracker, TrackQuality, propagate
 
 __all__ = [
     "AssignmentEvents",
     "FlowConfig",
     "FlowTracker",
-    "Track",
     "TrackAssigner",
+    "TrackCounts",
     "TrackQuality",
     "propagate",
 ]

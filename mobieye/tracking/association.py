@@ -8,12 +8,13 @@ Pure computation: no I/O, no threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mobieye.detections import NO_TRACK, Detections, FloatArray, box_iou
+from mobieye.detections import NO_TRACK, Detections, box_iou
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,25 +25,22 @@ class AssignmentEvents:
     ended: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # holds an array: compared by identity only
-class Track:
-    """One object followed across keyframes."""
+class TrackCounts(NamedTuple):
+    """One track's bookkeeping across keyframes (its box lives in the tracks' Detections)."""
 
-    track_id: int
-    xyxy: FloatArray
-    """Current box, pixels: from the last detection, or the last flow step after it."""
-    class_id: int
-    score: float
-    age: int = 1
+    age: int
     """Keyframe updates seen since creation, the creating one included."""
-    hits: int = 1
+    hits: int
     """Keyframes on which a detection matched it, the creating one included."""
-    misses: int = 0
+    misses: int
     """Consecutive keyframes without a matching detection."""
 
 
 class TrackAssigner:
-    """Gives detections persistent track ids, one keyframe at a time."""
+    """Gives detections persistent track ids, one keyframe at a time.
+
+    The live tracks are one :class:`Detections` (box, score, class, track id: the current box is
+    the last detection's, or the last flow step after it) with parallel counters."""
 
     def __init__(
         self,
@@ -60,25 +58,26 @@ class TrackAssigner:
         self.max_misses = max_misses
         self.class_aware = class_aware
         self._next_id = first_id
-        self._tracks: list[Track] = []
+        self._tracks = Detections.empty()
+        self._age = np.empty((0,), np.int64)
+        self._hits = np.empty((0,), np.int64)
+        self._misses = np.empty((0,), np.int64)
         self._events = AssignmentEvents()
 
     @property
     def tracks(self) -> Detections:
-        """All live tracks, missed ones included, with their track ids."""
-        if not self._tracks:
-            return Detections.empty()
-        return Detections(
-            np.stack([t.xyxy for t in self._tracks]),
-            np.array([t.score for t in self._tracks], dtype=np.float32),
-            np.array([t.class_id for t in self._tracks], dtype=np.int64),
-            np.array([t.track_id for t in self._tracks], dtype=np.int64),
-        )
+        """All live tracks, missed ones included, with their track ids (a copy)."""
+        return self._tracks.copy()
 
     @property
-    def track_states(self) -> tuple[Track, ...]:
-        """The live tracks with their bookkeeping (age, hits, misses); immutable snapshots."""
-        return tuple(self._tracks)
+    def counts(self) -> dict[int, TrackCounts]:
+        """Each live track's age, hits and misses, by track id."""
+        return {
+            int(t): TrackCounts(int(a), int(h), int(m))
+            for t, a, h, m in zip(
+                self._tracks.tracker_id, self._age, self._hits, self._misses, strict=True
+            )
+        }
 
     @property
     def events(self) -> AssignmentEvents:
@@ -91,10 +90,10 @@ class TrackAssigner:
     def update(self, detections: Detections) -> Detections:
         """Assign track ids to one keyframe's detections; returns them in the same order."""
         out = detections.copy()
-        n_trk, n_det = len(self._tracks), len(detections)
+        current = self._tracks
+        n_trk, n_det = len(current), len(detections)
         det_to_trk = np.full((n_det,), -1, dtype=np.int64)
         if n_trk and n_det:
-            current = self.tracks
             iou = box_iou(current.xyxy, detections.xyxy)
             if self.class_aware:
                 iou[current.class_id[:, None] != detections.class_id[None, :]] = 0.0
@@ -105,46 +104,35 @@ class TrackAssigner:
             keep = iou[rows, cols] > 0.0
             det_to_trk[cols[keep]] = rows[keep]
 
-        matched = {int(t): int(d) for d, t in enumerate(det_to_trk) if t >= 0}
-        survivors: list[Track] = []
-        ended: list[int] = []
-        for i, trk in enumerate(self._tracks):
-            d = matched.get(i)
-            if d is not None:
-                survivors.append(
-                    replace(
-                        trk,
-                        xyxy=detections.xyxy[d].copy(),
-                        class_id=int(detections.class_id[d]),
-                        score=float(detections.confidence[d]),
-                        age=trk.age + 1,
-                        hits=trk.hits + 1,
-                        misses=0,
-                    )
-                )
-                out.tracker_id[d] = trk.track_id
-            elif trk.misses + 1 > self.max_misses:
-                ended.append(trk.track_id)
-            else:
-                survivors.append(replace(trk, age=trk.age + 1, misses=trk.misses + 1))
+        trk_to_det = np.full((n_trk,), -1, dtype=np.int64)
+        matched_dets = np.flatnonzero(det_to_trk >= 0)
+        trk_to_det[det_to_trk[matched_dets]] = matched_dets
+        hit = trk_to_det >= 0
+        misses = np.where(hit, 0, self._misses + 1)
+        alive = hit | (misses <= self.max_misses)
+        ended = current.tracker_id[~alive].tolist()
 
-        new: list[int] = []
-        for j in np.flatnonzero(det_to_trk < 0):
-            tid = self._next_id
-            self._next_id += 1
-            survivors.append(
-                Track(
-                    tid,
-                    detections.xyxy[j].copy(),
-                    int(detections.class_id[j]),
-                    float(detections.confidence[j]),
-                )
-            )
-            out.tracker_id[j] = tid
-            new.append(tid)
+        # Matched tracks take their detection's box, score and class; missed ones keep theirs.
+        kept = current.copy()
+        src = trk_to_det[hit]
+        kept.xyxy[hit] = detections.xyxy[src]
+        kept.confidence[hit] = detections.confidence[src]
+        kept.class_id[hit] = detections.class_id[src]
+        out.tracker_id[src] = kept.tracker_id[hit]
 
-        self._tracks = survivors
-        self._events = AssignmentEvents(new=new, ended=ended)
+        fresh = np.flatnonzero(det_to_trk < 0)
+        new_ids = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.int64)
+        self._next_id += len(fresh)
+        out.tracker_id[fresh] = new_ids
+        born = Detections(detections.xyxy[fresh], detections.confidence[fresh],
+                          detections.class_id[fresh], new_ids)  # fmt: skip
+
+        ones = np.ones((len(fresh),), np.int64)
+        self._tracks = Detections.concat([kept[alive], born]) if len(born) else kept[alive]
+        self._age = np.concatenate([(self._age + 1)[alive], ones])
+        self._hits = np.concatenate([(self._hits + hit)[alive], ones])
+        self._misses = np.concatenate([misses[alive], ones * 0])
+        self._events = AssignmentEvents(new=new_ids.tolist(), ended=ended)
         return out
 
     def set_tracked(self, boxes: Detections) -> None:
@@ -153,14 +141,15 @@ class TrackAssigner:
         Boxes whose id is not a live track (-1, or a track that ended meanwhile) are ignored;
         tracks with no box keep theirs.
         """
-        index = {t.track_id: i for i, t in enumerate(self._tracks)}
+        index = {int(t): i for i, t in enumerate(self._tracks.tracker_id)}
         for xyxy, tid in zip(boxes.xyxy, boxes.tracker_id, strict=True):
             i = index.get(int(tid)) if tid != NO_TRACK else None
             if i is not None:
-                self._tracks[i] = replace(self._tracks[i], xyxy=xyxy.astype(np.float32))
+                self._tracks.xyxy[i] = xyxy
 
     def reset(self) -> AssignmentEvents:
         """End every track (ids keep counting up, so they are never reused); returns the events."""
-        self._events = AssignmentEvents(new=[], ended=[t.track_id for t in self._tracks])
-        self._tracks = []
+        self._events = AssignmentEvents(new=[], ended=self._tracks.tracker_id.tolist())
+        self._tracks = Detections.empty()
+        self._age = self._hits = self._misses = np.empty((0,), np.int64)
         return self._events

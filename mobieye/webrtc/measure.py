@@ -17,6 +17,8 @@ from typing import TypedDict
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 
+from mobieye.stats import percentile
+
 from .jitter import (
     install_low_latency_jitter_buffer,
     jitter_buffer_of,
@@ -61,10 +63,8 @@ def _restoring_aiortc_patches() -> Iterator[None]:
             setattr(module, name, value)
 
 
-def _percentile(sorted_ms: list[float], fraction: float) -> float:
-    if len(sorted_ms) < 2:
-        return sorted_ms[0] if sorted_ms else float("nan")
-    return statistics.quantiles(sorted_ms, n=100, method="inclusive")[round(fraction * 100) - 1]
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 async def _measure(
@@ -101,8 +101,8 @@ async def _measure(
         frames_sent=track.frames_sent,
         frames_received=received,
         frames_measured=len(latencies_ms),
-        p50_ms=_percentile(latencies_ms, 0.50),
-        p95_ms=_percentile(latencies_ms, 0.95),
+        p50_ms=_or_nan(percentile(latencies_ms, 50)),
+        p95_ms=_or_nan(percentile(latencies_ms, 95)),
         mean_ms=statistics.fmean(latencies_ms) if latencies_ms else float("nan"),
         max_ms=latencies_ms[-1] if latencies_ms else float("nan"),
         frames_on_marker=buffer.frames_on_marker if buffer else -1,

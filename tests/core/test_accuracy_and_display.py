@@ -1,8 +1,9 @@
 import numpy as np
 
-from edge_agent.display import ResultRecord, display_timeline
 from mobieye.accuracy import F1Score, match_counts
 from mobieye.config import KeyframeConfig
+from mobieye.detections import Detections
+from mobieye.display import ArrivedResult, display_timeline
 from mobieye.keyframe_policy import tune_interval
 
 
@@ -27,8 +28,8 @@ def test_f1_matches_one_to_one_at_iou_half_and_by_class() -> None:
     assert abs(score.f1 - 16 / 18) < 1e-9 and score.frames == 2
 
 
-def record(seq: int, arrival: float) -> ResultRecord:
-    return ResultRecord(seq, arrival, boxes((0, 0, 1, 1)), np.zeros(1, np.int64))
+def record(seq: int, arrival: float) -> ArrivedResult:
+    return ArrivedResult(seq, arrival, Detections(boxes((0, 0, 1, 1)), [0.9], [0]))
 
 
 def test_late_results_fall_back_to_the_newest_one_in_time() -> None:

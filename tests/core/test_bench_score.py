@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobieye.bench.oracle import FrameBoxes
 from mobieye.bench.run import ModeRun
 from mobieye.bench.score import score_mode
+from mobieye.detections import Detections
 
 PERSON_A = [0.1, 0.1, 0.3, 0.6]
 PERSON_B = [0.6, 0.1, 0.8, 0.6]
 
 
-def boxes(*xyxy: list[float]) -> FrameBoxes:
+def boxes(*xyxy: list[float]) -> Detections:
     n = len(xyxy)
-    return FrameBoxes(
-        np.array(xyxy, np.float32).reshape(-1, 4), np.zeros(n, np.int64), np.ones(n, np.float32)
+    return Detections(
+        np.array(xyxy, np.float32).reshape(-1, 4), np.ones(n, np.float32), np.zeros(n, np.int64)
     )
 
 

@@ -3,7 +3,13 @@
 import itertools
 
 from mobieye.config import ControllerConfig
-from mobieye.controller import DEFAULT_LEVELS, ControllerState, Observation, choose_model, decide
+from mobieye.controller import (
+    DEFAULT_LEVELS,
+    ControllerState,
+    Observation,
+    choose_model,
+    decide_level,
+)
 from mobieye.messages import ModelInfo
 
 LADDER = (
@@ -34,7 +40,7 @@ def run(trace: list[dict[str, float]], cfg: ControllerConfig = CFG) -> list[tupl
             worker_drop_ratio=row.get("skipped"),
             models=LADDER,
         )
-        state, d = decide(cfg, state, obs)
+        state, d = decide_level(cfg, state, obs)
         out.append((d.level_index, d.model or ""))
     return out
 

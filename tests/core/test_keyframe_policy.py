@@ -1,5 +1,5 @@
 from mobieye.config import KeyframeConfig
-from mobieye.keyframe_policy import FrameFacts, KeyframeHistory, decide
+from mobieye.keyframe_policy import FrameFacts, KeyframeHistory, decide_keyframe
 
 CFG = KeyframeConfig(interval=8, min_interval=2, max_age_s=0.5, scene_change=0.1)
 
@@ -15,7 +15,7 @@ def run(seqs: range, **kw: object) -> list[int]:
     detected = []
     for s in seqs:
         f = facts(s, **kw)
-        if decide(CFG, history, f).detect:
+        if decide_keyframe(CFG, history, f).detect:
             history = history.after_detect(f)
             detected.append(s)
     return detected
@@ -27,22 +27,22 @@ def test_first_frame_then_every_interval() -> None:
 
 def test_max_age_fires_on_slow_streams() -> None:
     history = KeyframeHistory().after_detect(facts(0, 0.0))
-    assert decide(CFG, history, facts(3, 0.6)).reason == "max_age"
-    assert not decide(CFG, history, facts(3, 0.2)).detect
+    assert decide_keyframe(CFG, history, facts(3, 0.6)).reason == "max_age"
+    assert not decide_keyframe(CFG, history, facts(3, 0.2)).detect
 
 
 def test_scene_change_and_tracking_quality_trigger_early() -> None:
     history = KeyframeHistory().after_detect(facts(0))
-    assert decide(CFG, history, facts(3, change=0.3)).reason == "scene_change"
-    assert decide(CFG, history, facts(3, track_quality=0.1)).reason == "tracking_quality"
+    assert decide_keyframe(CFG, history, facts(3, change=0.3)).reason == "scene_change"
+    assert decide_keyframe(CFG, history, facts(3, track_quality=0.1)).reason == "tracking_quality"
     # but never more often than min_interval
-    assert decide(CFG, history, facts(1, change=0.9)).reason == "min_interval"
+    assert decide_keyframe(CFG, history, facts(1, change=0.9)).reason == "min_interval"
 
 
 def test_damaged_and_busy_frames_are_never_detected() -> None:
-    assert decide(CFG, KeyframeHistory(), facts(0, damaged=True)).reason == "damaged"
-    assert decide(CFG, KeyframeHistory(), facts(0, detector_busy=True)).reason == "busy"
+    assert decide_keyframe(CFG, KeyframeHistory(), facts(0, damaged=True)).reason == "damaged"
+    assert decide_keyframe(CFG, KeyframeHistory(), facts(0, detector_busy=True)).reason == "busy"
     # a damaged stretch delays the keyframe until a clean frame arrives
     history = KeyframeHistory().after_detect(facts(0))
-    assert not decide(CFG, history, facts(9, damaged=True)).detect
-    assert decide(CFG, history, facts(10)).reason == "interval"
+    assert not decide_keyframe(CFG, history, facts(9, damaged=True)).detect
+    assert decide_keyframe(CFG, history, facts(10)).reason == "interval"

@@ -1,4 +1,5 @@
 from edge_agent.ledger import FrameLedger
+from mobieye.clock import FrameClock
 from mobieye.messages import Result, Timings
 
 
@@ -9,7 +10,7 @@ def result(pts: int) -> Result:
 
 
 def test_results_match_frames_by_pts_and_measure_latency() -> None:
-    ledger = FrameLedger(frame_ticks=3600)
+    ledger = FrameLedger(FrameClock(3600))
     ledger.sent(0, 10.0)
     ledger.sent(1, 10.04)
     ledger.sent(2, 10.08)
@@ -24,13 +25,13 @@ def test_results_match_frames_by_pts_and_measure_latency() -> None:
 
 
 def test_old_frames_expire() -> None:
-    ledger = FrameLedger(frame_ticks=3000, keep_s=1.0)
+    ledger = FrameLedger(FrameClock(3000), keep_s=1.0)
     ledger.sent(0, 0.0)
     assert ledger.match(result(0), 5.0) is None
 
 
 def test_late_frames_are_reported_once_and_answered_ones_never() -> None:
-    ledger = FrameLedger(frame_ticks=3000)
+    ledger = FrameLedger(FrameClock(3000))
     for seq in range(4):
         ledger.sent(seq, seq * 0.04)
     ledger.match(result(3000), 0.05)  # frame 1 answered in time

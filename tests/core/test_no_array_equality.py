@@ -16,7 +16,7 @@ import pytest
 
 PACKAGES = ("mobieye", "edge_agent", "cloud_worker")
 ARRAY_TYPES = re.compile(r"NDArray|ndarray|\bImage\b|\bGray\b|Detections|FloatArray|IntArray|"
-                         r"VideoFrame|FrameBoxes|ResultRecord|CapturedFrame")  # fmt: skip
+                         r"VideoFrame|ArrivedResult|CapturedFrame")  # fmt: skip
 
 
 def _dataclasses() -> list[type]:

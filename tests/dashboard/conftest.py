@@ -4,7 +4,6 @@ own event loop, with a real MQTT link to publish from."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,15 +15,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from mobieye.config import MqttConfig
-from mobieye.dashboard import create_dashboard_app, generate_token
-from mobieye.mqtt import MqttLink
-from mobieye.mqtt.broker import MOSQUITTO, MosquittoProcess
+from mobieye.dashboard.app import create_dashboard_app
+from mobieye.dashboard.auth import generate_token
+from mobieye.mqtt.broker import MosquittoProcess
+from mobieye.mqtt.client import MqttLink
+from tests.realparts import need
 
 
 @pytest.fixture
 def broker() -> Iterator[MosquittoProcess]:
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip(f"Mosquitto not installed at {MOSQUITTO}")
+    need("mosquitto")
     mosquitto = MosquittoProcess()
     mosquitto.start()
     try:

@@ -16,17 +16,17 @@ import pytest
 
 from mobieye.config import MqttConfig
 from mobieye.dashboard.auth import COOKIE, TOKEN_ENV
-from mobieye.mqtt import (
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import (
     Command,
     LatencyMs,
-    MqttLink,
     ObjectEvent,
     StreamStats,
     WorkerState,
     parse_payload,
-    topics,
 )
 from mobieye.mqtt.broker import MosquittoProcess
+from mobieye.mqtt.client import MqttLink
 
 from .conftest import Dashboard, eventually
 

@@ -5,7 +5,6 @@ latency and sends a command the worker applies. Loopback only (see CHROMIUM_ARGS
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from mobieye.mqtt.broker import MosquittoProcess
 from tests.e2e.conftest import stop
 from tests.e2e.test_fleet import start_edge, start_worker
+from tests.realparts import skip_unless
 
 from .conftest import Dashboard, eventually
 
@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}"),
+    skip_unless("chromium"),
 ]
 
 

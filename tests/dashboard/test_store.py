@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 
 from mobieye.dashboard.store import FleetStore
-from mobieye.mqtt import (
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import (
     ControllerDecision,
     LatencyMs,
     ObjectEvent,
     StreamState,
     StreamStats,
     WorkerState,
-    topics,
     worker_will,
 )
 
@@ -299,7 +299,7 @@ def test_timeline_is_bounded(clock: Clock) -> None:
 
 def test_old_boxes_mark_a_stream_stale_even_while_frames_flow(store: FleetStore) -> None:
     """Frames arriving and results going out are activity; fresh boxes are the outcome."""
-    from mobieye.mqtt.payloads import BoxAge
+    from mobieye.fleet.payloads import BoxAge
 
     worker(store)
     stats(store, box_age_frames=BoxAge(p50=3, p95=8, max=11))

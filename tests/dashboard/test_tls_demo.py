@@ -22,6 +22,7 @@ from cryptography import x509
 from mobieye.dashboard.tls import certificate_covers, resolve_tls, self_signed
 from mobieye.errors import ConfigError
 from mobieye.mqtt.broker import MosquittoProcess
+from tests.realparts import reason
 
 URL = re.compile(r"MobiEye dashboard: (https?://\S+)")
 
@@ -104,7 +105,7 @@ def lan_address() -> Iterator[str]:
     has one to offer a phone. Only where the suite runs in its own network namespace (the one
     scripts/test.sh makes): the host's interfaces are never touched."""
     if set(psutil.net_if_addrs()) != {"lo"} or os.geteuid() != 0:
-        pytest.skip("needs the suite's own network namespace (lo only) and root in it")
+        pytest.skip(f"{reason('root')} (in the suite's own network namespace, lo only)")
     address = "192.0.2.77"  # TEST-NET-1: documentation only, never routed
     subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
     try:

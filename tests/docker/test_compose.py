@@ -9,7 +9,6 @@ environment (against a real local mosquitto), health checks included.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pwd
@@ -35,6 +34,7 @@ from pydantic import BaseModel
 from mobieye.cli import build_parser
 from mobieye.config import MqttConfig, Settings, load_settings
 from tests.e2e.conftest import free_port, stop
+from tests.realparts import need
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -702,7 +702,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A real mosquitto with docker/mosquitto.conf, its listener moved to 127.0.0.1:PORT."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        need("mosquitto")
     tmp = tmp_path_factory.mktemp("mosquitto")
     port = free_port()
     lines = []
@@ -823,7 +823,7 @@ def test_worker_and_image_healthchecks_pass(compose_worker: LocalWorker) -> None
 @pytest.mark.slow
 def test_mosquitto_healthcheck_passes(broker: Broker) -> None:
     if shutil.which("mosquitto_sub") is None:
-        pytest.skip("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
+        need("mosquitto-clients")
     argv = healthcheck_argv(services()["mosquitto"]["healthcheck"]["test"])
     assert argv[argv.index("-p") + 1] == "1883"
     argv[argv.index("-p") + 1] = str(broker.port)
@@ -875,8 +875,6 @@ def _says_online(payload: bytes) -> dict[str, Any] | None:
 def test_worker_announces_a_retained_online_state(
     compose_worker: LocalWorker, broker: Broker
 ) -> None:
-    if importlib.util.find_spec("mobieye.mqtt") is None:
-        pytest.skip("the fleet code (mobieye.mqtt) is not in this tree yet")
     compose_worker.wait_healthy()
     prefix = MqttConfig().prefix
     worker_id = f"{socket.gethostname()}-{compose_worker.port}"
@@ -895,10 +893,7 @@ def test_worker_announces_a_retained_online_state(
     # Not ours: this test's subscribers and mosquitto_sub's generated ids (the healthcheck).
     others = [c for c in broker.client_ids() if not c.startswith(("compose-test-", "auto-"))]
     if not others:
-        pytest.skip(
-            "`mobieye worker` never connected to the broker: the fleet code is not wired into "
-            "the worker yet"
-        )
+        pytest.fail(f"`mobieye worker` never connected to the broker:\n{tail(compose_worker.log)}")
     pytest.fail(
         f"no retained online state on {expected} within {ONLINE_WITHIN_S:.0f} s "
         f"(clients {others}; retained: {seen}):\n{tail(compose_worker.log)}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.realparts import skip_unless
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def test_bad_input_fails_before_anything_runs(
         assert not out.exists(), "never a half-written result"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges for the check")
+@skip_unless("root")
 def test_link_without_root_is_refused_before_running(campus: tuple[Path, Path]) -> None:
     video, _ = campus
     r = subprocess.run(
@@ -100,7 +101,7 @@ def test_short_run_scores_every_mode(
         assert Path(str(out.with_suffix("")) + suffix).exists() or out.with_suffix(suffix).exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+@skip_unless("root")
 def test_emulated_lte_link_runs_edge_and_worker_as_two_hosts(
     campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,14 +21,16 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from cloud_worker.app import WorkerState, create_app
+from cloud_worker.app import create_app
+from cloud_worker.context import WorkerContext
 from cloud_worker.main import build_detectors, prepare_receiver_webrtc
 from edge_agent.agent import EdgeAgent, EdgeOutputs
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import load_settings
 from mobieye.detections import Detections
 from mobieye.detector import Detector, Image
-from mobieye.mqtt.broker import MOSQUITTO, MosquittoProcess
+from mobieye.mqtt.broker import MosquittoProcess
+from tests.realparts import need
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +71,7 @@ def _port() -> int:
 
 @pytest_asyncio.fixture
 async def broker() -> AsyncIterator[MosquittoProcess]:
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip(f"Mosquitto not installed at {MOSQUITTO}")
+    need("mosquitto")
     async with MosquittoProcess() as mosquitto:
         yield mosquitto
 
@@ -79,7 +79,7 @@ async def broker() -> AsyncIterator[MosquittoProcess]:
 @pytest_asyncio.fixture
 async def worker(
     model_path: Path, broker: MosquittoProcess
-) -> AsyncIterator[tuple[str, WorkerState, Breakable]]:
+) -> AsyncIterator[tuple[str, WorkerContext, Breakable]]:
     port = _port()
     settings = load_settings(None, {
         "detector": {"model": str(model_path), "imgsz": 320},
@@ -125,7 +125,7 @@ async def _until(predicate: Any, timeout_s: float, what: str) -> None:
 
 @pytest.mark.asyncio
 async def test_failing_detector_turns_health_503_and_says_why(
-    worker: tuple[str, WorkerState, Breakable], broker: MosquittoProcess, pedestrian_clip: Path
+    worker: tuple[str, WorkerContext, Breakable], broker: MosquittoProcess, pedestrian_clip: Path
 ) -> None:
     url, state, detector = worker
     seen: list[tuple[str, dict[str, Any]]] = []

@@ -127,7 +127,8 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
     import asyncio
 
     from mobieye.config import MqttConfig
-    from mobieye.mqtt import MqttLink, ObjectEvent, StreamState, WorkerState, parse_payload
+    from mobieye.fleet.payloads import ObjectEvent, StreamState, WorkerState, parse_payload
+    from mobieye.mqtt.client import MqttLink
 
     proc, url = start_worker(model_path, broker.url, "w-cmd")
     link = MqttLink(MqttConfig(broker=broker.url), "test-observer")
@@ -196,7 +197,7 @@ async def test_worker_at_capacity_refuses_and_the_agent_tries_the_next(
     from edge_agent.agent import EdgeAgent, EdgeOutputs
     from edge_agent.sources import VideoSource, parse_source
     from mobieye.config import load_settings
-    from mobieye.mqtt import WorkerState
+    from mobieye.fleet.payloads import WorkerState
 
     full, full_url = start_worker(model_path, broker.url, "w-full", max_streams=1)
     free, free_url = start_worker(model_path, broker.url, "w-free")

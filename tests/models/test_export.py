@@ -11,7 +11,7 @@ import pytest
 from mobieye.config import DetectorConfig, LadderModel
 from mobieye.detector import UltralyticsDetector
 from mobieye.errors import ModelError
-from mobieye.models import export_model
+from mobieye.models.export import export_model
 from mobieye.runtime import configure_ultralytics_env
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None

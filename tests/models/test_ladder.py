@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mobieye.errors import ConfigError, MobiEyeError, ModelError
-from mobieye.models import default_ladder, ladder_from_spec, published_accuracy
+from mobieye.models.ladder import default_ladder, ladder_from_spec, published_accuracy
 
 
 @pytest.fixture(scope="module")

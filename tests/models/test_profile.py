@@ -12,7 +12,7 @@ import pytest
 
 from mobieye.config import LadderModel
 from mobieye.detector import UltralyticsDetector
-from mobieye.models import (
+from mobieye.models.profile import (
     ModelProfile,
     ProfileCache,
     format_profiles,

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from mobieye.config import DetectorConfig, LadderModel
 from mobieye.detector import Image, resolve_model
 from mobieye.errors import ModelError
-from mobieye.models import load_frames
-from mobieye.throughput import format_throughput, measure_throughput
+from mobieye.models.profile import load_frames
+from mobieye.models.throughput import format_throughput, measure_throughput
 from tests.models.test_cli import run_cli
 
 

@@ -7,17 +7,16 @@ where no system broker is visible.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from mobieye.mqtt.broker import MOSQUITTO, MosquittoProcess
+from mobieye.mqtt.broker import MosquittoProcess
+from tests.realparts import need
 
 
 def _need_mosquitto() -> None:
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip(f"Mosquitto not installed at {MOSQUITTO}")
+    need("mosquitto")
 
 
 @pytest.fixture

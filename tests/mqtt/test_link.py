@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from mobieye.config import MqttConfig
-from mobieye.mqtt import topics
-from mobieye.mqtt.broker import MOSQUITTO, EmbeddedBroker, MosquittoProcess, free_port
-from mobieye.mqtt.client import MqttLink, check_connect
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import ObjectEvent, WorkerState, parse_payload, worker_will
+from mobieye.mqtt.broker import EmbeddedBroker, MosquittoProcess, free_port
+from mobieye.mqtt.client import MqttLink
+from mobieye.mqtt.connection import check_connect
 from mobieye.mqtt.errors import BrokerError
-from mobieye.mqtt.payloads import ObjectEvent, WorkerState, parse_payload, worker_will
+from tests.realparts import need
 
 from .conftest import wait_until
 
@@ -96,7 +97,9 @@ async def test_retained_state_and_last_will_on_sigkill(mosquitto: MosquittoProce
         f"""
         import asyncio
         from mobieye.config import MqttConfig
-        from mobieye.mqtt import MqttLink, WorkerState, topics, worker_will
+        from mobieye.fleet import topics
+        from mobieye.fleet.payloads import WorkerState, worker_will
+        from mobieye.mqtt.client import MqttLink
 
         async def main():
             cfg = MqttConfig(broker={mosquitto.url!r}, keepalive_s=1)
@@ -381,8 +384,7 @@ def make_certs(tmp: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.asyncio
 async def test_tls(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None or not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip("needs openssl and Mosquitto")
+    need("openssl", "mosquitto")
     ca, cert, key = make_certs(tmp_path)
     async with MosquittoProcess(certfile=cert, keyfile=key) as broker:
         assert broker.url.startswith("mqtts://127.0.0.1:")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from mobieye.errors import MobiEyeError
-from mobieye.mqtt import topics
-from mobieye.mqtt.errors import PayloadError, TopicError
-from mobieye.mqtt.payloads import (
+from mobieye.fleet import topics
+from mobieye.fleet.errors import PayloadError, TopicError
+from mobieye.fleet.payloads import (
     Command,
     ObjectEvent,
     StreamStats,

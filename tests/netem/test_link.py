@@ -24,6 +24,7 @@ from mobieye.netem import (
     cleanup_stale_namespaces,
     netns,
 )
+from tests.realparts import reason
 
 
 def _unavailable() -> str | None:
@@ -35,7 +36,9 @@ def _unavailable() -> str | None:
 
 
 _REASON = _unavailable()
-pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"cannot emulate links: {_REASON}")
+pytestmark = pytest.mark.skipif(
+    _REASON is not None, reason=f"{reason('root')} (cannot emulate links: {_REASON})"
+)
 
 PORT = 9999
 
@@ -305,6 +308,7 @@ def test_two_links_at_once_are_isolated() -> None:
 HOLDER = """
 import json, sys, time
 from mobieye.netem import EmulatedLink, LinkProfile
+from tests.realparts import reason
 with EmulatedLink(LinkProfile(name="plain")) as link:
     print(json.dumps([link.edge_ns, link.worker_ns, link._wire.pid]), flush=True)
     time.sleep(60)

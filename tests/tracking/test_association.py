@@ -49,8 +49,8 @@ def test_ids_persist_for_moved_box_and_follow_detection_order() -> None:
     tracks = ta.tracks
     np.testing.assert_allclose(tracks.xyxy[tracks.tracker_id == 1][0], shift(A, -8))
     assert float(tracks.confidence[tracks.tracker_id == 2][0]) == pytest.approx(0.5)
-    states = {t.track_id: t for t in ta.track_states}
-    assert states[1].age == 2 and states[1].hits == 2 and states[1].misses == 0
+    counts = ta.counts
+    assert counts[1].age == 2 and counts[1].hits == 2 and counts[1].misses == 0
 
 
 def test_flow_moved_tracks_are_matched_not_the_stale_box() -> None:
@@ -110,7 +110,7 @@ def test_misses_then_expiry() -> None:
     assert list(out.tracker_id) == [1]
     assert ta.events == AssignmentEvents(new=[], ended=[])
     assert sorted(ta.tracks.tracker_id.tolist()) == [1, 2]
-    assert {t.track_id: t.misses for t in ta.track_states} == {1: 0, 2: 1}
+    assert {tid: c.misses for tid, c in ta.counts.items()} == {1: 0, 2: 1}
     ta.update(dets([A]))  # missed twice: ended
     assert ta.events == AssignmentEvents(new=[], ended=[2])
     assert ta.tracks.tracker_id.tolist() == [1]
@@ -123,7 +123,7 @@ def test_missed_track_recovers_its_id() -> None:
     ta.update(dets([A]))
     out = ta.update(dets([A, B]))
     assert list(out.tracker_id) == [1, 2]
-    assert {t.track_id: t.misses for t in ta.track_states} == {1: 0, 2: 0}
+    assert {tid: c.misses for tid, c in ta.counts.items()} == {1: 0, 2: 0}
 
 
 def test_zero_max_misses_ends_immediately_and_ids_never_reused() -> None:

@@ -17,6 +17,7 @@ from mobieye.detections import Detections, box_iou
 from mobieye.runtime import default_data_dir
 from mobieye.tracking import FlowConfig, FlowTracker, propagate
 from mobieye.tracking.flow import GrayFrame
+from tests.realparts import need
 
 DATA_DIR = default_data_dir()
 CLIPS = ("TUD-Stadtmitte", "TUD-Campus")
@@ -105,7 +106,8 @@ def clip(request: pytest.FixtureRequest) -> Clip:
     video = DATA_DIR / "videos" / f"{name}.mp4"
     gt_file = DATA_DIR / "annotations" / name / "gt" / "gt.txt"
     if not video.is_file() or not gt_file.is_file():
-        pytest.skip(f"test data not found under {DATA_DIR} (set MOBIEYE_DATA_DIR): {name}")
+        need("data")
+        pytest.fail(f"the test data at {DATA_DIR} lacks {name}")
     frames = read_gray(video)
     assert frames, f"could not decode {video}"
     return Clip(name, frames, load_gt(gt_file))

@@ -19,7 +19,8 @@ import numpy as np
 
 from mobieye.config import DetectorConfig, LadderModel
 from mobieye.detector import Image, UltralyticsDetector
-from mobieye.models import machine_id
+from mobieye.models.profile import machine_id
+from mobieye.stats import percentile
 
 WARMUP_CALLS = 3
 
@@ -94,7 +95,7 @@ def measure_throughput(
                 half=half,
                 batch=batch,
                 ms_per_call=round(mean, 3),
-                p95_ms_per_call=round(float(np.percentile(times, 95)), 3),
+                p95_ms_per_call=round(percentile(times, 95) or 0.0, 3),
                 ms_per_image=round(mean / batch, 3),
                 images_per_s=round(rate, 1),
                 speedup=round(rate / base_rate, 2),

@@ -1,6 +1,6 @@
 """One benchmark edge agent, as its own process (it may run inside a network namespace).
 
-``python -m mobieye.bench.agent SPEC.json OUT.json``: SPEC holds the settings, the clip and the
+``python -m edge_agent.bench_agent SPEC.json OUT.json``: SPEC holds the settings, the clip and the
 duration; OUT receives the agent's report and its timeline (every frame sent, every result).
 For the soak, SPEC may instead ask for a trace file (``trace``), no timeline (``timeline``:
 false) and a schedule of frame widths (``resize``: ``{"widths": [...], "every_s": S}``) that
@@ -62,9 +62,9 @@ async def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
             [
                 r.seq,
                 round(r.arrival_s, 6),
-                r.xyxy.round(4).tolist(),
-                r.class_id.tolist(),
-                [] if r.score is None else r.score.round(3).tolist(),
+                r.boxes.xyxy.round(4).tolist(),
+                r.boxes.class_id.tolist(),
+                r.boxes.confidence.round(3).tolist(),
             ]
             for r in agent.results
         ],

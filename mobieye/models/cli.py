@@ -15,23 +15,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mobieye.cli_flags import EPILOG, common
 from mobieye.config import DetectorConfig, LadderModel, Settings
 from mobieye.errors import ConfigError, ModelError
-from mobieye.models import (
+from mobieye.models.export import export_model
+from mobieye.models.ladder import default_ladder, ladder_from_spec
+from mobieye.models.profile import (
     DEFAULT_FRAMES,
     DEFAULT_REPEATS,
     ModelProfile,
     ProfileCache,
-    default_ladder,
     default_video,
-    export_model,
     format_profiles,
-    ladder_from_spec,
     load_frames,
     profile_ladder,
 )
+from mobieye.models.throughput import (
+    ThroughputRow,
+    device_name,
+    format_throughput,
+    measure_throughput,
+)
 from mobieye.runtime import default_data_dir
-from mobieye.throughput import ThroughputRow, device_name, format_throughput, measure_throughput
 
 MAX_BATCH = 64
 THROUGHPUT_HELP = """\
@@ -48,8 +53,6 @@ An ultralytics architecture name such as yolo11s.yaml builds that model with unt
 
 
 def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mobieye.cli import EPILOG, _common
-
     models = sub.add_parser(
         "models",
         help="profile the model ladder on this machine (latency per rung), or list it",
@@ -73,7 +76,7 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="time detect() for every rung on real 640x480 frames; print a Markdown table",
         epilog=EPILOG,
     )
-    _common(profile)
+    common(profile)
     ladder_flags(profile)
     profile.add_argument("--video", type=Path, help="clip to take frames from (TUD-Stadtmitte)")
     profile.add_argument(
@@ -99,7 +102,7 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(throughput)
+    common(throughput)
     ladder_flags(throughput)
     throughput.add_argument(
         "--device",
@@ -123,7 +126,7 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     listing = msub.add_parser(
         "list", help="show the ladder with cached profiles, if any", epilog=EPILOG
     )
-    _common(listing)
+    common(listing)
     ladder_flags(listing)
 
 

@@ -15,7 +15,9 @@ import time
 
 from mobieye.config import MqttConfig
 from mobieye.errors import MobiEyeError
-from mobieye.mqtt import MqttLink, WorkerState, parse_payload, topics
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import WorkerState, parse_payload
+from mobieye.mqtt.client import MqttLink
 
 log = logging.getLogger(__name__)
 

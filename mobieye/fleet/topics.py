@@ -10,13 +10,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal, NamedTuple
 
-from mobieye.mqtt.errors import TopicError
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
-MAX_ID_LENGTH = 128
+from mobieye.fleet.errors import TopicError
+from mobieye.ids import MAX_ID_LENGTH, is_valid_id
 
 Kind = Literal["worker_state", "worker_set", "stream_stats", "stream_state", "stream_set", "events"]
 
@@ -33,10 +30,6 @@ _KINDS: dict[tuple[str, str], Kind] = {
 class Parsed(NamedTuple):
     kind: Kind
     id: str | None  # None for events, which belong to no single worker or stream
-
-
-def is_valid_id(value: str) -> bool:
-    return len(value) <= MAX_ID_LENGTH and ID_PATTERN.fullmatch(value) is not None
 
 
 def check_id(value: str, what: str = "id") -> str:

@@ -8,7 +8,6 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import yaml
 from mobieye.config import Settings
 from mobieye.detector import resolve_model
 from mobieye.errors import MobiEyeError, SourceError
+from mobieye.runtime import free_port
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,6 @@ def pick_source(settings: Settings) -> str:
         raise SourceError("no --source, no webcam and no sample clip: pass --source FILE")
     log.info("no --source and no webcam: using the sample clip %s", clip)
     return str(clip)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:

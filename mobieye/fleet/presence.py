@@ -2,7 +2,8 @@
 events, and commands (``.../set``) with the resulting state mirrored on ``.../state``.
 
 Everything goes through ``MqttLink``, which queues while the broker is away and reconnects on
-its own: a broker outage never stops a stream.
+its own: a broker outage never stops a stream. The worker is seen through two small protocols
+(:class:`PresentWorker`, :class:`ServedStream`), so the fleet never imports the worker.
 """
 
 from __future__ import annotations
@@ -12,23 +13,48 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from mobieye.config import Settings
 from mobieye.errors import MobiEyeError
-from mobieye.mqtt import (
+from mobieye.fleet import topics
+from mobieye.fleet.payloads import (
     Command,
-    MqttLink,
     ObjectEvent,
+    Setting,
+    StreamState,
     StreamStats,
     WorkerState,
     parse_payload,
-    topics,
 )
+from mobieye.mqtt.client import MqttLink
 
-if TYPE_CHECKING:
-    from cloud_worker.app import WorkerState as AppState
-    from cloud_worker.session import StreamSession
+
+class ServedStream(Protocol):
+    """A stream as the fleet sees it on its worker."""
+
+    stream_id: str
+    on_event: Callable[[ObjectEvent], None] | None
+
+    def stream_stats(self, worker_id: str) -> StreamStats: ...
+    def settings_state(self, worker_id: str, changed: Sequence[Setting] = ()) -> StreamState: ...
+    async def apply_command(self, command: Command, worker_id: str) -> StreamState: ...
+
+
+class PresentWorker(Protocol):
+    """What the fleet needs of a worker: who it is, what it serves, whether it can detect."""
+
+    worker_id: str
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def streams(self) -> Mapping[str, ServedStream]: ...
+    def model_labels(self) -> list[str]: ...
+    def detector_busy_s(self) -> float: ...
+    def detector_problem(self) -> str | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +69,7 @@ def advertised_url(settings: Settings) -> str:
 
 
 class FleetPresence:
-    def __init__(self, settings: Settings, state: AppState) -> None:
+    def __init__(self, settings: Settings, state: PresentWorker) -> None:
         self.settings = settings
         self.state = state
         self.prefix = settings.mqtt.prefix
@@ -71,7 +97,7 @@ class FleetPresence:
         offline = WorkerState.offline(self.worker_id)
         await self.link.stop(final=[(self._state_topic, offline.model_dump_json().encode(), True)])
 
-    def stream_started(self, session: StreamSession) -> None:
+    def stream_started(self, session: ServedStream) -> None:
         """Mirror the new stream's settings at once, so the first command has a "before"."""
         session.on_event = self.publish_event
         state = session.settings_state(self.worker_id)
@@ -85,23 +111,22 @@ class FleetPresence:
         self.link.publish(topics.events(self.prefix), event)
 
     def _load(self) -> float:
-        pool = self.state.pool
         now = time.monotonic()
-        busy = pool.busy_s if pool is not None else 0.0
+        busy = self.state.detector_busy_s()
         span = max(1e-6, now - self._tick_before)
         detector = (busy - self._busy_before) / span
         self._busy_before, self._tick_before = busy, now
         capacity = self.settings.worker.max_streams
-        return round(max(detector, len(self.state.sessions) / capacity), 3)
+        return round(max(detector, len(self.state.streams) / capacity), 3)
 
     def worker_state(self) -> WorkerState:
         return WorkerState(
             id=self.worker_id,
             status="online",
             url=self.url,
-            models=list(self.state.detectors),
+            models=self.state.model_labels(),
             capacity=self.settings.worker.max_streams,
-            streams=len(self.state.sessions),
+            streams=len(self.state.streams),
             load=self._load(),
             problem=self.state.detector_problem(),
             updated=time.time(),
@@ -110,9 +135,9 @@ class FleetPresence:
     async def _run(self) -> None:
         period = self.settings.mqtt.stats_period_s
         while True:
-            if self.state.pool is not None:  # announce only once streams can be served
+            if self.state.ready:  # announce only once streams can be served
                 self.link.publish(self._state_topic, self.worker_state(), retain=True)
-            for session in list(self.state.sessions.values()):
+            for session in list(self.state.streams.values()):
                 stats: StreamStats = session.stream_stats(self.worker_id)
                 self.link.publish(topics.stream_stats(self.prefix, session.stream_id), stats)
             await asyncio.sleep(period)
@@ -128,9 +153,9 @@ class FleetPresence:
             return
         kind, target = parsed.kind, parsed.id
         sessions = (
-            list(self.state.sessions.values())
+            list(self.state.streams.values())
             if kind == "worker_set"
-            else [s for s in self.state.sessions.values() if s.stream_id == target]
+            else [s for s in self.state.streams.values() if s.stream_id == target]
         )
         for session in sessions:
             applied = await session.apply_command(command, self.worker_id)

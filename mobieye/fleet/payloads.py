@@ -13,10 +13,11 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mobieye.mqtt import topics
-from mobieye.mqtt.errors import PayloadError
+from mobieye.errors import validation_problems
+from mobieye.fleet import topics
+from mobieye.fleet.errors import PayloadError
+from mobieye.ids import Id
 
-Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", max_length=topics.MAX_ID_LENGTH)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -181,20 +182,12 @@ class Command(Payload):
 M = TypeVar("M", bound=BaseModel)
 
 
-def describe_problems(exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"])
-        out.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return out
-
-
 def parse_payload(model_cls: type[M], raw: bytes | str, topic: str | None = None) -> M:
     """Validate a JSON payload; raise PayloadError naming the topic and every problem."""
     try:
         return model_cls.model_validate_json(raw)
     except ValidationError as exc:
-        problems = describe_problems(exc)
+        problems = validation_problems(exc)
         where = topic if topic is not None else "(unknown topic)"
         raise PayloadError(
             f"bad {model_cls.__name__} payload on {where}: {'; '.join(problems)}",

@@ -11,35 +11,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-import numpy.typing as npt
+from mobieye.detections import Detections
 
 Shown = Literal["own", "fallback", "none"]
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity only
-class ResultRecord:
+class ArrivedResult:
+    """A result as the edge received it: which frame, when, and its boxes (normalised)."""
+
     seq: int
     arrival_s: float
-    xyxy: npt.NDArray[np.float32]  # (N, 4), normalised to the frame size
-    class_id: npt.NDArray[np.int64]
-    score: npt.NDArray[np.float32] | None = None
+    boxes: Detections
 
 
 @dataclass(frozen=True, eq=False)
 class Displayed:
     seq: int
     shown: Shown
-    result: ResultRecord | None  # the result whose boxes the frame shows
+    result: ArrivedResult | None  # the result whose boxes the frame shows
 
 
 def display_timeline(
-    frames: Sequence[tuple[int, float]], results: Sequence[ResultRecord], deadline_ms: float
+    frames: Sequence[tuple[int, float]], results: Sequence[ArrivedResult], deadline_ms: float
 ) -> list[Displayed]:
     """For frames ``(seq, capture_s)`` in capture order, what each one displays."""
     own = {r.seq: r for r in results}
     by_arrival = sorted(results, key=lambda r: r.arrival_s)
-    newest: ResultRecord | None = None
+    newest: ArrivedResult | None = None
     i = 0
     out: list[Displayed] = []
     for seq, capture_s in frames:

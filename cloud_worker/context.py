@@ -1,0 +1,71 @@
+"""Everything one worker process holds: its settings and models, the detector pool (once
+loaded), the live streams and their viewers, its metrics and its place in the fleet. The routes
+reach it as ``request.app.state.worker``; the fleet sees it as a ``PresentWorker``."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from cloud_worker.detector_health import detector_problem
+from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.metrics import WorkerMetrics
+from cloud_worker.session import StreamSession
+from cloud_worker.viewers import ViewerHub
+from mobieye.config import Settings
+from mobieye.detector import Detector
+from mobieye.fleet.presence import FleetPresence
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    detectors: dict[str, tuple[Detector, float]]  # label -> (detector, declared accuracy)
+    worker_id: str
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    pool: DetectorPool | None = None
+    load_error: str | None = None
+    sessions: dict[str, StreamSession] = field(default_factory=dict)
+    recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
+    fleet: FleetPresence | None = None
+    viewers: ViewerHub = field(init=False)
+    _counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.viewers = ViewerHub(self.settings)
+
+    @property
+    def ready(self) -> bool:
+        return self.pool is not None
+
+    @property
+    def streams(self) -> dict[str, StreamSession]:
+        return self.sessions
+
+    def model_labels(self) -> list[str]:
+        return list(self.detectors)
+
+    def detector_busy_s(self) -> float:
+        """Wall time spent inside the detectors so far (0 while loading)."""
+        return self.pool.busy_s if self.pool is not None else 0.0
+
+    def detector_problem(self) -> str | None:
+        """Why this worker can't detect now (None: it can, or it is still loading)."""
+        if self.pool is None:
+            return None
+        return detector_problem(self.pool.facts(), self.settings.worker.detector_stall_s)
+
+    def forget(self, session: StreamSession) -> None:
+        self.sessions.pop(session.stream_id, None)
+        self.recent.append(session.summary())
+        if self.fleet is not None:
+            self.fleet.stream_ended(session.stream_id)
+
+    def new_stream_id(self, wanted: str | None) -> str:
+        self._counter += 1
+        base = wanted or f"stream-{self._counter}"
+        sid, n = base, 1
+        while sid in self.sessions:
+            n += 1
+            sid = f"{base}-{n}"
+        return sid

