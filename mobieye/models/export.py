@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 ExportFormat = Literal["onnx", "openvino"]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -62,7 +63,7 @@ def export_model(
         )
 
     exports = cache_dir or runtime.CACHE_DIR / "exports"
-    digest = hashlib.sha256(f"{_sha256(src)}|{fmt}|dynamic|fp32".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{sha256_of(src)}|{fmt}|dynamic|fp32".encode()).hexdigest()[:16]
     name = f"{src.stem}-{digest}"
     target = exports / (f"{name}.onnx" if fmt == "onnx" else f"{name}_openvino_model")
     rung = model.model_copy(update={"path": str(target), "name": model.label})

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from mobieye.runtime import free_port
 
@@ -51,3 +55,24 @@ def worker_url(model_path: Path) -> Iterator[str]:
     proc, url = start_worker(model_path)
     yield url
     stop(proc)
+
+
+@asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[str]:
+    """Serve a worker app in this process on 127.0.0.1:``port`` until healthy; yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for _ in range(600):
+            try:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        await task

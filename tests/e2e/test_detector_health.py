@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import aiomqtt
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from cloud_worker.app import create_app
 from cloud_worker.context import WorkerContext
@@ -30,6 +28,8 @@ from mobieye.config import load_settings
 from mobieye.detections import Detections
 from mobieye.detector import Detector, Image
 from mobieye.mqtt.broker import MosquittoProcess
+from mobieye.runtime import free_port
+from tests.e2e.conftest import serving
 from tests.realparts import need
 
 pytestmark = pytest.mark.slow
@@ -63,12 +63,6 @@ class Breakable:
         return self.inner.detect(images)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest_asyncio.fixture
 async def broker() -> AsyncIterator[MosquittoProcess]:
     need("mosquitto")
@@ -80,7 +74,7 @@ async def broker() -> AsyncIterator[MosquittoProcess]:
 async def worker(
     model_path: Path, broker: MosquittoProcess
 ) -> AsyncIterator[tuple[str, WorkerContext, Breakable]]:
-    port = _port()
+    port = free_port()
     settings = load_settings(None, {
         "detector": {"model": str(model_path), "imgsz": 320},
         "worker": {"id": "w-health", "port": port, "detector_stall_s": 1.5},
@@ -90,20 +84,8 @@ async def worker(
     ((label, (inner, accuracy)),) = build_detectors(settings).items()
     breakable = Breakable(inner)
     app = create_app(settings, {label: (breakable, accuracy)}, "w-health")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(600):
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    yield url, app.state.worker, breakable
-    server.should_exit = True
-    await task
+    async with serving(app, port) as url:
+        yield url, app.state.worker, breakable
 
 
 async def _watch(broker: MosquittoProcess, seen: list[tuple[str, dict[str, Any]]]) -> None:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
@@ -27,32 +24,20 @@ from cloud_worker.main import build_detectors, prepare_receiver_webrtc
 from edge_agent.agent import EdgeAgent, EdgeOutputs
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import load_settings
+from mobieye.runtime import free_port
+from tests.e2e.conftest import serving
 
 pytestmark = pytest.mark.slow
 
 
 @pytest_asyncio.fixture
 async def in_process_worker(model_path: Path) -> AsyncIterator[tuple[str, Any]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     settings = load_settings(None, {"detector": {"model": str(model_path)}})
     prepare_receiver_webrtc(settings)
     app = create_app(settings, build_detectors(settings), "w-loss")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(600):
-            try:
-                if (await client.get(url + "/healthz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    yield url, app.state.worker
-    server.should_exit = True
-    await task
+    async with serving(app, port) as url:
+        yield url, app.state.worker
 
 
 @pytest.mark.asyncio
