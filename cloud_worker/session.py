@@ -15,13 +15,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.frames import frame_array, luma
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
 from cloud_worker.stream_status import Processing, StreamStatus
@@ -53,15 +52,6 @@ class StreamTap(Protocol):
     def on_frame(self, frame: VideoFrame) -> None: ...
     def on_result(self, result: Result, text: str) -> None: ...
     def on_stream_end(self) -> None: ...
-
-
-def luma(frame: VideoFrame) -> npt.NDArray[np.uint8]:
-    """The Y plane of a decoded frame: greyscale for free, no colour conversion."""
-    if frame.format.name not in ("yuv420p", "yuvj420p", "nv12"):
-        return np.asarray(frame.to_ndarray(format="gray"), np.uint8)
-    plane = frame.planes[0]
-    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
-    return np.ascontiguousarray(rows[:, : plane.width])
 
 
 class StreamSession:
@@ -329,7 +319,7 @@ class StreamSession:
             seq=self.status.clock.seq(pts),
             pts=pts,
             gray=luma(frame),
-            bgr=lambda: np.asarray(frame.to_ndarray(format="bgr24"), np.uint8),
+            bgr=lambda: frame_array(frame, "bgr24"),
             received_s=received_s,
             damaged=damaged,
         )

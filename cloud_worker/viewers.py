@@ -19,13 +19,13 @@ from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import cv2
-import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError
 from av import VideoFrame
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from cloud_worker.frames import frame_array
 from cloud_worker.session import StreamSession
 from mobieye.annotate import draw_result
 from mobieye.config import Settings
@@ -49,7 +49,7 @@ def relay_copy(frame: VideoFrame) -> VideoFrame:
     # aiortc's encoder rescales pts in place, and the stream's thread reads the original.
     even = frame.width % 2 == 0 and frame.height % 2 == 0
     fmt = "yuv420p" if even else "rgb24"  # PyAV converts yuv420p only at even sizes
-    copy = VideoFrame.from_ndarray(frame.to_ndarray(format=fmt), format=fmt)
+    copy = VideoFrame.from_ndarray(frame_array(frame, fmt), format=fmt)
     copy.pts = frame.pts
     copy.time_base = VIDEO_TIME_BASE
     return copy
@@ -226,7 +226,7 @@ class MjpegViewer(_Viewer):
 
 
 def render_jpeg(frame: VideoFrame, result: Result) -> bytes:
-    image = draw_result(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), result)
+    image = draw_result(frame_array(frame, "bgr24"), result)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, MJPEG_QUALITY])
     if not ok:
         raise RuntimeError("JPEG encoding failed")

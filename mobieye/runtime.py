@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import socket
@@ -26,6 +27,9 @@ def configure_ultralytics_env() -> None:
 
 
 def setup_logging(level: str = "INFO") -> None:
+    # A crash in native code (a codec, ONNX Runtime, OpenCV) would otherwise end the process
+    # without a word: print every thread's Python stack on SIGSEGV, SIGABRT and the like.
+    faulthandler.enable()
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
