@@ -12,6 +12,9 @@ from dataclasses import dataclass
 # This many failed detections in a row, the newest within the stall bound: the detector is
 # failing, not unlucky.
 MAX_FAILURES = 3
+# The reason goes into the worker's MQTT state (at most 500 characters) and /healthz; runtime
+# errors (ONNX Runtime's, say) can run to kilobytes.
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ def detector_problem(facts: DetectorFacts, stall_s: float) -> str | None:
     if facts.failures_since_success >= MAX_FAILURES and recent_failure:
         return (
             f"the last {facts.failures_since_success} detections failed: "
-            f"{facts.last_error or 'unknown error'}"
+            f"{_short(facts.last_error or 'unknown error')}"
         )
     return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "\u2026"

@@ -255,7 +255,10 @@ class DetectorPool:
                 if len(found) != len(live):
                     raise RuntimeError(f"{label} returned {len(found)} results for {len(live)}")
             except Exception as exc:
-                log.warning("detection on %s failed for %d frame(s): %r", label, len(live), exc)
+                # Once per run of failures: a broken model must not flood the log at frame rate
+                # (the worker's health says it is failing, and when it recovers).
+                level = logging.WARNING if self._failures_in_row == 0 else logging.DEBUG
+                log.log(level, "detection on %s failed for %d frame(s): %r", label, len(live), exc)
                 with self._cond:
                     self._running = []
                 self._note_failure(len(live), repr(exc))

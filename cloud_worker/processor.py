@@ -84,6 +84,7 @@ class StreamProcessor:
         keyframe: KeyframeConfig,
         pool: DetectorPool,
         accuracy_target: float = 0.8,
+        on_abandoned: Callable[[], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.keyframe = keyframe
@@ -105,6 +106,7 @@ class StreamProcessor:
         self.detector_runs = 0  # detections completed and applied (not merely submitted)
         self.detections_submitted = 0
         self.detections_abandoned = 0  # given up past their deadline
+        self._on_abandoned = on_abandoned
         self.detections_failed = 0
         self.agreement = F1Score()  # tracked vs fresh boxes at keyframes, over the stream
 
@@ -203,15 +205,17 @@ class StreamProcessor:
         self.pool.cancel(pending.future)
         self.detections_abandoned += 1
         self._lost = True
+        if self._on_abandoned is not None:
+            self._on_abandoned()
         log.warning("%s: detection of frame %d %s after %d frames; detecting again",
                     self.stream_id, pending.seq, why, len(pending.grays))  # fmt: skip
 
     def _harvest(self, pending: _Pending) -> AssignmentEvents | None:
         try:
             out = pending.future.result(timeout=0)
-        except Exception as exc:  # the pool logged the traceback; the stream goes on
+        except Exception as exc:  # the pool logged it; the stream goes on
             self.detections_failed += 1
-            log.warning("%s: detection of frame %d failed: %r", self.stream_id, pending.seq, exc)
+            log.debug("%s: detection of frame %d failed: %r", self.stream_id, pending.seq, exc)
             return None
         dets = out.detections
         if len(pending.grays) > 1 and len(dets) and self.keyframe.track_between:

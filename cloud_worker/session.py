@@ -75,9 +75,9 @@ class StreamSession:
         self.status = StreamStatus(stream_id, settings.controller.sla_ms, clock)
         self.channel: RTCDataChannel | None = None
         self.processor = StreamProcessor(
-            stream_id, settings.keyframe, pool, settings.controller.accuracy_target
-        )
-        self._abandoned = 0  # the processor's abandoned detections already exported
+            stream_id, settings.keyframe, pool, settings.controller.accuracy_target,
+            on_abandoned=metrics.detections_abandoned.labels(stream_id).inc,
+        )  # fmt: skip
         self._jitter: LowLatencyJitterBuffer | None = None  # counts the uplink's bytes
         self.on_event: Callable[[ObjectEvent], None] | None = None
         self._slot: LatestSlot[tuple[VideoFrame, float, bool]] = LatestSlot(1)
@@ -294,7 +294,8 @@ class StreamSession:
             self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
             self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
-            self._observe(age)
+            if age is not None:
+                self.metrics.box_age.labels(self.stream_id).observe(age)
             if self.on_event is not None:
                 for event in self.status.events(result, outcome.events):
                     self.on_event(event)
@@ -302,16 +303,6 @@ class StreamSession:
                 self.metrics.inference.labels(outcome.result.model).observe(
                     outcome.result.timings.detect_ms / 1000
                 )
-
-    def _observe(self, age: int | None) -> None:
-        if age is not None:
-            self.metrics.box_age.labels(self.stream_id).observe(age)
-        abandoned = self.processor.detections_abandoned
-        if abandoned > self._abandoned:
-            self.metrics.detections_abandoned.labels(self.stream_id).inc(
-                abandoned - self._abandoned
-            )
-            self._abandoned = abandoned
 
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mobieye.clock import Clocks, FrameClock
+from mobieye.clock import Clocks, FrameClock, frames_between
 from mobieye.fleet.payloads import (
     MAX_DECISIONS,
     SETTINGS,
@@ -87,7 +87,7 @@ class StreamStatus:
         """A result went to the edge; returns its box age in frames (None: no detection yet)."""
         self.results_sent += 1
         self.decisions[reason] += 1
-        age = self.clock.frames_between(result.detect_seq, result.seq)
+        age = frames_between(result.detect_seq, result.seq)
         if age is not None:
             self._box_ages.append(age)
         return age

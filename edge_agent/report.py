@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.ledger import Match
-from mobieye.clock import FrameClock
+from mobieye.clock import frames_between
 from mobieye.messages import Result
 from mobieye.stats import percentile, percentiles
 
@@ -138,7 +138,7 @@ def trace_record(match: Match, result: Result) -> dict[str, Any]:
 def box_age(result: Result) -> int | None:
     """Frames between this result and the detection its boxes come from (None: no detection
     has completed on the stream yet)."""
-    return FrameClock().frames_between(result.detect_seq, result.seq)
+    return frames_between(result.detect_seq, result.seq)
 
 
 def _age_summary(ages: list[int]) -> dict[str, float | None]:

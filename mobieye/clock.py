@@ -53,6 +53,7 @@ class FrameClock:
     def seq(self, pts: int) -> int:
         return pts // self.ticks
 
-    def frames_between(self, earlier_seq: int | None, later_seq: int) -> int | None:
-        """How many frames ``later_seq`` comes after ``earlier_seq`` (None: no earlier one)."""
-        return None if earlier_seq is None else max(0, later_seq - earlier_seq)
+
+def frames_between(earlier_seq: int | None, later_seq: int) -> int | None:
+    """How many frames ``later_seq`` comes after ``earlier_seq`` (None: no earlier one)."""
+    return None if earlier_seq is None else max(0, later_seq - earlier_seq)

@@ -135,12 +135,18 @@ class FleetPresence:
     async def _run(self) -> None:
         period = self.settings.mqtt.stats_period_s
         while True:
-            if self.state.ready:  # announce only once streams can be served
-                self.link.publish(self._state_topic, self.worker_state(), retain=True)
-            for session in list(self.state.streams.values()):
-                stats: StreamStats = session.stream_stats(self.worker_id)
-                self.link.publish(topics.stream_stats(self.prefix, session.stream_id), stats)
+            try:
+                self._publish_period()
+            except Exception:  # one bad value must not end the worker's presence for good
+                log.exception("fleet: publishing this period's state and stats failed")
             await asyncio.sleep(period)
+
+    def _publish_period(self) -> None:
+        if self.state.ready:  # announce only once streams can be served
+            self.link.publish(self._state_topic, self.worker_state(), retain=True)
+        for session in list(self.state.streams.values()):
+            stats: StreamStats = session.stream_stats(self.worker_id)
+            self.link.publish(topics.stream_stats(self.prefix, session.stream_id), stats)
 
     async def _on_command(self, topic: str, payload: bytes) -> None:
         try:

@@ -156,3 +156,13 @@ def test_old_failures_are_forgotten() -> None:
     recent = DetectorFacts(now_s=100.0, thread_alive=True, failures_since_success=9,
                            last_failure_s=99.0, last_error="boom")  # fmt: skip
     assert "boom" in (detector_problem(recent, 5.0) or "")
+
+
+def test_a_long_error_is_cut_to_fit_the_workers_mqtt_state() -> None:
+    from mobieye.fleet.payloads import WorkerState
+
+    facts = DetectorFacts(now_s=100.0, thread_alive=True, failures_since_success=5,
+                          last_failure_s=99.0, last_error="x" * 5000)  # fmt: skip
+    said = detector_problem(facts, 5.0)
+    assert said is not None and len(said) < 400
+    WorkerState(id="w", status="online", problem=said)  # valid: the presence loop survives

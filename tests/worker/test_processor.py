@@ -81,12 +81,14 @@ def test_results_carry_completed_detections_and_their_age(pool: DetectorPool) ->
 def test_a_late_detection_is_abandoned_and_detected_again(
     pool: DetectorPool, detector: Scripted
 ) -> None:
-    proc = StreamProcessor("s1", KeyframeConfig(adaptive=False), pool)
+    abandoned: list[int] = []
+    proc = StreamProcessor("s1", KeyframeConfig(adaptive=False), pool,
+                           on_abandoned=lambda: abandoned.append(1))  # fmt: skip
     run(proc, range(10), wait_s=0.02)
     runs = proc.detector_runs
     detector.hang.set()
     outs = run(proc, range(10, 40), wait_s=0.02)  # 0.6 s: past the 0.2 s deadline
-    assert proc.detections_abandoned >= 1
+    assert proc.detections_abandoned >= 1 and len(abandoned) == proc.detections_abandoned
     assert any(o.decision.reason == "retry" for o in outs)
     assert proc.detector_runs == runs  # nothing completed, nothing counted
     ages = [o.result.seq - (o.result.detect_seq or 0) for o in outs]
