@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from cloud_worker.context import WorkerContext
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.guard import WorkerGuard
 from cloud_worker.routes import router
 from mobieye.config import Settings
 from mobieye.detector import Detector
@@ -71,18 +72,25 @@ def create_app(
         problem: str | None = None
         while True:
             await asyncio.sleep(STATS_PERIOD_S)
-            for session in list(state.sessions.values()):
-                session.send_stats(len(state.sessions))
-            if state.pool is None:
-                continue
-            # Say it once when the worker stops being able to detect, and once when it recovers.
-            now = state.detector_problem()
-            state.metrics.detector_up.set(0 if now else 1)
-            if now and not problem:
-                log.error("worker %s cannot detect: %s", worker_id, now)
-            elif problem and not now:
-                log.warning("worker %s detects again", worker_id)
-            problem = now
+            try:
+                problem = tick(problem)
+            except Exception:  # a bad period must not end the loop (nor the health signal)
+                log.exception("worker %s: stats period failed", worker_id)
+
+    def tick(problem: str | None) -> str | None:
+        for session in list(state.sessions.values()):
+            session.send_stats(len(state.sessions))
+            session.check_timeouts()
+        if state.pool is None:
+            return problem
+        # Say it once when the worker stops being able to detect, and once when it recovers.
+        now = state.detector_problem()
+        state.metrics.detector_up.set(0 if now else 1)
+        if now and not problem:
+            log.error("worker %s cannot detect: %s", worker_id, now)
+        elif problem and not now:
+            log.warning("worker %s detects again", worker_id)
+        return now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,7 +104,8 @@ def create_app(
             await state.fleet.stop()
         stats.cancel()
         loader.cancel()
-        await asyncio.gather(*(s.close() for s in list(state.sessions.values())))
+        sessions = [s.close("shutdown") for s in list(state.sessions.values())]
+        await asyncio.gather(*sessions, return_exceptions=True)
         await state.viewers.close()
         if state.pool is not None:
             state.pool.shutdown()
@@ -104,5 +113,14 @@ def create_app(
     app = FastAPI(title="MobiEye worker", lifespan=lifespan)
     app.state.worker = state
 
+    w = settings.worker
+    refused = state.metrics.requests_refused
+    app.add_middleware(
+        WorkerGuard,
+        token=w.token,
+        metrics_token=w.metrics_token,
+        max_body_bytes=w.max_body_bytes,
+        on_refused=lambda reason: refused.labels(reason).inc(),
+    )
     app.include_router(router)
     return app

@@ -13,13 +13,17 @@ import uvicorn
 from cloud_worker.app import create_app
 from mobieye.config import Settings
 from mobieye.detector import Detector, UltralyticsDetector
+from mobieye.errors import ConfigError
 from mobieye.mqtt.preflight import check_broker
+from mobieye.runtime import is_loopback_host
+from mobieye.tls import TlsFiles, file_fingerprint, resolve_tls
 from mobieye.webrtc import (
     confine_to_loopback,
     install_low_latency_jitter_buffer,
     install_receiver_absolute_timestamps,
     install_sender_zero_timestamp_origin,
 )
+from mobieye.webrtc.bounded import install_bounded_receive_queues
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ def prepare_receiver_webrtc(settings: Settings) -> None:
     """Process-wide aiortc set-up for a receiving peer (worker, dashboard)."""
     if settings.webrtc.loopback_only:
         confine_to_loopback()
+    install_bounded_receive_queues()
     install_receiver_absolute_timestamps()
     if settings.webrtc.low_latency_receive:
         install_low_latency_jitter_buffer(capacity=settings.webrtc.jitter_capacity)
@@ -46,12 +51,39 @@ def build_detectors(settings: Settings) -> dict[str, tuple[Detector, float]]:
     return out
 
 
+def check_exposure(settings: Settings) -> None:
+    """A worker reachable from the network must want a credential."""
+    w = settings.worker
+    if not is_loopback_host(w.host) and not w.token:
+        raise ConfigError(
+            f"the worker would listen on {w.host}, beyond loopback, without a token: set "
+            "worker.token (MOBIEYE_WORKER_TOKEN; e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))'`) and give the same to edges and the dashboard"
+        )
+
+
+def worker_tls(settings: Settings) -> TlsFiles | None:
+    w = settings.worker
+    cert = Path(w.tls_cert) if w.tls_cert else None
+    key = Path(w.tls_key) if w.tls_key else None
+    files = resolve_tls(w.host, w.tls, cert, key, role="worker")
+    if files is not None:
+        log.info("worker certificate %s, fingerprint %s (edges pin it with "
+                 "fleet.worker_fingerprint)", files.cert, file_fingerprint(files.cert))  # fmt: skip
+    elif not is_loopback_host(w.host):
+        log.warning("the worker listens on %s over plain HTTP: its token and the SDP's DTLS "
+                    "fingerprints cross the network in clear (set worker.tls)", w.host)  # fmt: skip
+    return files
+
+
 def worker_id_for(settings: Settings) -> str:
     return settings.worker.id or f"{socket.gethostname()}-{settings.worker.port}"
 
 
 async def serve_worker(settings: Settings) -> int:
     """Serve until stopped; returns the process exit code (1 when the model fails to load)."""
+    check_exposure(settings)
+    tls = worker_tls(settings)
     detectors = build_detectors(settings)  # raises ModelError before serving
     if settings.mqtt.broker:
         await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
@@ -70,12 +102,20 @@ async def serve_worker(settings: Settings) -> int:
 
     app = create_app(settings, detectors, worker_id_for(settings), on_load_failure)
     config = uvicorn.Config(
-        app, host=settings.worker.host, port=settings.worker.port, log_level="warning"
+        app,
+        host=settings.worker.host,
+        port=settings.worker.port,
+        log_level="warning",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        # Long-lived responses (MJPEG viewers) must not hold the exit past this.
+        timeout_graceful_shutdown=int(max(1, settings.worker.shutdown_timeout_s)),
     )
     server = uvicorn.Server(config)
     log.info(
-        "worker %s listening on http://%s:%d (loading %s)",
+        "worker %s listening on %s://%s:%d (loading %s)",
         worker_id_for(settings),
+        "https" if tls else "http",
         settings.worker.host,
         settings.worker.port,
         ", ".join(detectors),

@@ -107,6 +107,25 @@ class WorkerMetrics:
         self.offers_refused = Counter(
             "mobieye_offers_refused", "Offers answered with an error", ["reason"], registry=r
         )
+        self.requests_refused = Counter(
+            "mobieye_requests_refused",
+            "Requests refused before any route ran (credentials, media type, size)",
+            ["reason"],
+            registry=r,
+        )
+        self.sessions_closed = Counter(
+            "mobieye_sessions_closed",
+            "Stream sessions closed, by why (ended, connect_timeout, first_frame_timeout, "
+            "idle_timeout, oversized_frames, flood, peer_slow, peer_failed, shutdown)",
+            ["reason"],
+            registry=r,
+        )
+        self.frames_rejected = Counter(
+            "mobieye_frames_rejected",
+            "Decoded frames dropped before processing, by why (too_large)",
+            ["reason"],
+            registry=r,
+        )
 
     def forget_stream(self, stream: str) -> None:
         """Drop a finished stream's label sets so cardinality stays bounded."""

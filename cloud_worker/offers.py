@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from cloud_worker.context import WorkerContext
+from cloud_worker.guard import BodyTooLarge, read_body
 from mobieye.clock import RTP_CLOCK_HZ
 from mobieye.errors import validation_problems
 from mobieye.ids import Id
@@ -32,12 +35,34 @@ def refuse(status: int, reason: str, state: WorkerContext, kind: str) -> JSONRes
 
 
 def check_sdp(sdp: str) -> str | None:
-    """Cheap structural checks before aiortc parses it; returns the problem or None."""
+    """Cheap structural checks before aiortc parses it; returns the problem or None.
+
+    A stream is exactly one video and, optionally, one data channel: anything more (audio, a
+    second video) would be decoded or queued for nobody."""
     if not sdp.startswith("v=0"):
         return "SDP must start with 'v=0'"
-    if not re.search(r"^m=video ", sdp, re.MULTILINE):
+    media = Counter(m.split(" ", 1)[0] for m in re.findall(r"^m=(\S+)", sdp, re.MULTILINE))
+    if not media["video"]:
         return "SDP offers no video (no 'm=video' line)"
+    if media["video"] > 1:
+        return f"SDP offers {media['video']} videos: exactly one is taken"
+    if media["application"] > 1:
+        return f"SDP offers {media['application']} data channel sections; at most one"
+    other = sorted(set(media) - {"video", "application"})
+    if other:
+        return f"SDP offers {', '.join(other)}: only one video and a data channel are taken"
     return None
+
+
+async def read_offer(
+    request: Request, state: WorkerContext, kind: str = ""
+) -> OfferRequest | JSONResponse:
+    """The offer in the request, read with the body cap (it may lack a Content-Length)."""
+    try:
+        body = await read_body(request, state.settings.worker.max_body_bytes)
+    except BodyTooLarge as exc:
+        return refuse(413, str(exc), state, kind + "too_large")
+    return parse_offer(body, state, kind)
 
 
 def parse_offer(body: bytes, state: WorkerContext, kind: str = "") -> OfferRequest | JSONResponse:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_worker.context import WorkerContext
-from cloud_worker.offers import parse_offer, refuse
+from cloud_worker.offers import read_offer, refuse
 from cloud_worker.session import StreamSession
 from cloud_worker.viewers import check_view_sdp
 from mobieye.clock import FrameClock
@@ -75,7 +75,7 @@ async def viewers(state: Worker) -> JSONResponse:
 @router.post("/view")
 async def view(request: Request, state: Worker) -> JSONResponse:
     """A viewer's offer (receive-only video and a data channel it creates) for a stream."""
-    req = parse_offer(await request.body(), state, "view_")
+    req = await read_offer(request, state, "view_")
     if isinstance(req, JSONResponse):
         return req
     problem = (
@@ -113,7 +113,7 @@ async def mjpeg(stream_id: str, state: Worker) -> Response:
 @router.post("/offer")
 async def offer(request: Request, state: Worker) -> JSONResponse:
     settings = state.settings
-    req = parse_offer(await request.body(), state)
+    req = await read_offer(request, state)
     if isinstance(req, JSONResponse):
         return req
     if state.pool is None:

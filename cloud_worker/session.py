@@ -41,6 +41,7 @@ from mobieye.messages import (
 )
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
+from mobieye.webrtc.channel import InboundLimit, PeerChannel
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,17 @@ class StreamSession:
         self.worker_id = worker_id
         self.status = StreamStatus(stream_id, settings.controller.sla_ms, clock)
         self.channel: RTCDataChannel | None = None
+        self._peer: PeerChannel | None = None
+        w = settings.worker
+        self._inbound = InboundLimit(w.max_message_bytes, w.max_messages_per_s)
+        # When the session began, connected and last decoded a frame (its timeouts).
+        self.created_s = time.monotonic()
+        self.connected_s: float | None = None
+        self.last_frame_s: float | None = None
+        self.oversized = 0
+        self._oversized_counted = 0
+        self.close_reason: str | None = None
+        self._closer: asyncio.Task[None] | None = None
         self.processor = StreamProcessor(
             stream_id, settings.keyframe, pool, settings.controller.accuracy_target,
             on_abandoned=metrics.detections_abandoned.labels(stream_id).inc,
@@ -104,7 +116,11 @@ class StreamSession:
         self._spawn(self._process())
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if self.channel is not None:  # one channel per stream: a second is a peer misbehaving
+            self.end("peer_failed", "it opened a second data channel")
+            return
         self.channel = channel
+        self._peer = PeerChannel(channel, self.end, self.settings.worker.max_buffered_bytes)
         channel.on("message", self._on_message)
         if channel.readyState == "open":
             self._welcome()
@@ -168,7 +184,9 @@ class StreamSession:
             self.metrics.stream_fps.labels(self.stream_id).set(msg.fps)
         if msg.bitrate_kbps is not None:
             self.metrics.stream_bitrate.labels(self.stream_id).set(msg.bitrate_kbps)
-        self.metrics.controller.labels(self.stream_id, msg.model or self.processor.model).inc()
+        # A peer's value reaches a metric label only when it is one of our models.
+        model = msg.model if msg.model in self.pool.stats else self.processor.model
+        self.metrics.controller.labels(self.stream_id, model).inc()
         keyframe = None
         kf = self.processor.keyframe
         if msg.max_keyframe_interval is not None:
@@ -193,10 +211,42 @@ class StreamSession:
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         log.info("%s: connection %s", self.stream_id, state)
+        if state == "connected" and self.connected_s is None:
+            self.connected_s = time.monotonic()
         if state in ("failed", "closed"):
-            await self.close()
+            await self.close("connection_failed" if state == "failed" else "ended")
+
+    def check_timeouts(self, now: float | None = None) -> None:
+        """Called once a second: end a session that never connects, never sends a frame, or
+        stops sending them, so its slot comes back."""
+        now = time.monotonic() if now is None else now
+        w = self.settings.worker
+        self._count_oversized()
+        if self.connected_s is None:
+            if now - self.created_s > w.connect_timeout_s:
+                self.end("connect_timeout", f"ICE not connected within {w.connect_timeout_s} s")
+        elif self.last_frame_s is None:
+            if now - self.connected_s > w.first_frame_timeout_s:
+                self.end("first_frame_timeout", f"no frame within {w.first_frame_timeout_s} s")
+        elif now - self.last_frame_s > w.idle_timeout_s:
+            self.end("idle_timeout", f"no frame for {w.idle_timeout_s} s")
+
+    def end(self, reason: str, detail: str = "") -> None:
+        """Close this session (from a callback: returns at once); the first reason counts."""
+        if self._closed or self._closer is not None:
+            return
+        log.warning("%s: closing: %s%s", self.stream_id, reason, f" ({detail})" if detail else "")
+        self._closer = asyncio.ensure_future(self.close(reason))
 
     def _on_message(self, raw: str | bytes) -> None:
+        refused = self._inbound.check(len(raw))
+        if refused is not None:
+            self.metrics.bad_messages.labels(self.stream_id).inc()
+            if refused.startswith("more than"):
+                self.end("flood", f"the peer sent {refused}")
+            else:
+                self._send(encode(ErrorMessage(message=refused)))
+            return
         try:
             msg = parse_message(raw)
         except MessageError as exc:
@@ -208,12 +258,12 @@ class StreamSession:
             if self.status.on_hello(msg):
                 log.info("%s: frames stamped every %d ticks", self.stream_id, msg.frame_ticks)
             log.info(
-                "%s: hello from edge: %dx%d at %.1f fps, source %s",
+                "%s: hello from edge: %dx%d at %.1f fps, source %r",
                 self.stream_id,
                 msg.width,
                 msg.height,
                 msg.fps,
-                msg.source or "?",
+                msg.source[:200],  # the peer's words: repr escapes control characters
             )
             if msg.failovers:
                 log.info("%s: taken over from worker %s (failover %d)", self.stream_id,
@@ -230,8 +280,8 @@ class StreamSession:
             self._send(encode(ErrorMessage(message=f"unexpected message type {msg.type!r}")))
 
     def _send(self, text: str) -> None:
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(text)
+        if self._peer is not None:
+            self._peer.send(text)  # a faulty peer ends its own session, nothing else
 
     # -- frame pipeline ------------------------------------------------------------------------
     async def _receive(self, track: MediaStreamTrack) -> None:
@@ -239,10 +289,15 @@ class StreamSession:
         jitter = jitter_buffer_of(receiver) if receiver is not None else None
         self._jitter = jitter
         frames = self.metrics.frames.labels(self.stream_id)
+        if jitter is not None:
+            jitter.max_pixels = self.settings.worker.max_pixels
         try:
             while True:
                 frame = await track.recv()
                 if not isinstance(frame, VideoFrame):
+                    continue
+                self.last_frame_s = time.monotonic()
+                if self._too_large(frame):
                     continue
                 damaged = (
                     jitter is not None and frame.pts is not None and jitter.is_damaged(frame.pts)
@@ -259,6 +314,25 @@ class StreamSession:
             log.info("%s: video track ended", self.stream_id)
         finally:
             self._slot.close()
+
+    def _too_large(self, frame: VideoFrame) -> bool:
+        """A decoded frame over worker.max_pixels is dropped (H264, or VP8 without the
+        low-latency jitter buffer: VP8 key frames are dropped before decoding there)."""
+        large = frame.width * frame.height > self.settings.worker.max_pixels
+        if large:
+            self.oversized += 1
+            self._count_oversized(f", the last {frame.width}x{frame.height}")
+        return large
+
+    def _count_oversized(self, detail: str = "") -> None:
+        """Count oversized frames (decoded or not) once; a few of them end the session."""
+        w = self.settings.worker
+        seen = self.oversized + (self._jitter.oversized if self._jitter is not None else 0)
+        if seen > self._oversized_counted:
+            self.metrics.frames_rejected.labels("too_large").inc(seen - self._oversized_counted)
+            self._oversized_counted = seen
+        if seen >= w.max_oversized_frames:
+            self.end("oversized_frames", f"{seen} frames over {w.max_pixels} pixels{detail}")
 
     async def _process(self) -> None:
         loop = asyncio.get_running_loop()
@@ -321,16 +395,20 @@ class StreamSession:
         p = self.processor
         return {
             **self.status.summary(state, self._slot.dropped, len(self.taps)),
+            "close_reason": self.close_reason,
+            "frames_oversized": self._oversized_counted,
             "detector_runs": p.detector_runs,
             "detections_submitted": p.detections_submitted,
             "detections_abandoned": p.detections_abandoned,
             "detections_failed": p.detections_failed,
         }
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "ended") -> None:
         if self._closed:
             return
         self._closed = True
+        self.close_reason = reason
+        self.metrics.sessions_closed.labels(reason).inc()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -19,6 +19,8 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from edge_agent.track import CaptureTrack
 from mobieye.config import Settings
 from mobieye.errors import SignallingError
+from mobieye.fleet.access import WorkerAccess
+from mobieye.ids import is_valid_id
 from mobieye.webrtc import (
     confine_to_loopback,
     install_bitrate_hysteresis,
@@ -28,6 +30,7 @@ from mobieye.webrtc import (
     set_bitrate_limits,
     uninstall_bitrate_hysteresis,
 )
+from mobieye.webrtc.channel import PeerChannel
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +39,49 @@ class WorkerRefused(SignallingError):
     """The worker answered but won't take the stream (at capacity, loading, bad offer)."""
 
 
-async def post_offer(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+MAX_ANSWER_BYTES = 256 * 1024  # an SDP answer is a few KiB; a worker can't make us buffer more
+
+
+async def post_offer(
+    url: str, payload: dict[str, Any], access: WorkerAccess, timeout_s: float = 10.0
+) -> dict[str, Any]:
     """Signal through the worker's POST /offer; errors say which worker and why."""
     endpoint = url.rstrip("/") + "/offer"
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
-            response = await client.post(endpoint, json=payload)
+        async with (
+            access.client(timeout_s) as client,
+            client.stream("POST", endpoint, json=payload) as response,
+        ):
+            access.check(response)
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise WorkerRefused(f"worker {endpoint} answered over {MAX_ANSWER_BYTES} bytes")
     except httpx.HTTPError as exc:
         raise SignallingError(f"cannot reach worker at {endpoint}: {exc!r}") from exc
+    response = httpx.Response(response.status_code, content=body, headers=response.headers)
     if response.status_code != 200:
         try:
             reason = response.json().get("error", response.text)
-        except ValueError:
+        except (ValueError, AttributeError):
             reason = response.text
         raise WorkerRefused(
-            f"worker {endpoint} refused the stream ({response.status_code}): {reason}"
+            f"worker {endpoint} refused the stream ({response.status_code}): {str(reason)[:300]}"
         )
-    answer: dict[str, Any] = response.json()
+    try:
+        answer = response.json()
+        str(answer["sdp"]), str(answer["type"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkerRefused(f"worker {endpoint} sent no usable answer: {exc!r}") from exc
+    if not isinstance(answer, dict):
+        raise WorkerRefused(f"worker {endpoint} sent no usable answer")
     return answer
+
+
+def _id_or_none(value: object) -> str | None:
+    """An id from the worker's answer, only if it is one (it reaches logs and reports)."""
+    return value if isinstance(value, str) and is_valid_id(value) else None
 
 
 @dataclass
@@ -65,6 +93,13 @@ class Connection:
     worker_id: str | None = None
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     lost_reason: str = ""
+    peer: PeerChannel = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A worker that stops reading or can't take our messages is as good as lost.
+        self.peer = PeerChannel(
+            self.channel, lambda why, detail: self.mark_lost(f"{why}: {detail}")
+        )
 
     def mark_lost(self, reason: str) -> None:
         if not self.lost.is_set():
@@ -72,8 +107,7 @@ class Connection:
             self.lost.set()
 
     def send(self, text: str) -> None:
-        if self.channel.readyState == "open":
-            self.channel.send(text)
+        self.peer.send(text)
 
     async def bytes_sent(self) -> int:
         total = 0
@@ -129,9 +163,10 @@ async def connect(
         answer = await post_offer(
             url, {"sdp": pc.localDescription.sdp, "type": "offer",
                   "stream_id": settings.edge.stream_id, "frame_ticks": track.clock.ticks},
+            WorkerAccess.from_settings(settings),
         )  # fmt: skip
-        conn.stream_id = answer.get("stream_id")
-        conn.worker_id = answer.get("worker_id")
+        conn.stream_id = _id_or_none(answer.get("stream_id"))
+        conn.worker_id = _id_or_none(answer.get("worker_id"))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
     except BaseException:
         await conn.close()

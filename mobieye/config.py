@@ -52,6 +52,11 @@ class DetectorConfig(_Section):
         "choice, the first GPU PyTorch sees for .pt; ONNX Runtime's own providers for .onnx).",
     )
     half: bool = Field(default=False, description="FP16 inference (CUDA only).")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 of the model file: any other file is refused at load.",
+    )
 
     _imgsz = field_validator("imgsz")(classmethod(lambda cls, v: _check_imgsz(v)))
 
@@ -69,6 +74,11 @@ class LadderModel(_Section):
     imgsz: int = Field(default=416, ge=32, le=1920)
     accuracy: float = Field(ge=0, le=100, description="Declared accuracy, e.g. COCO mAP.")
     name: str | None = Field(default=None, description="Default: <file stem>@<imgsz>.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 of the file: any other file is refused at load.",
+    )
 
     _imgsz = field_validator("imgsz")(classmethod(lambda cls, v: _check_imgsz(v)))
 
@@ -210,6 +220,59 @@ class WorkerConfig(_Section):
         description="A stream gives up on a detection after a few expected inference waits, "
         "never sooner than this, and detects again.",
     )
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Bearer token every worker route but /healthz requires (env "
+        "MOBIEYE_WORKER_TOKEN); edges, the dashboard and the bench send it. Required when the "
+        "worker binds beyond loopback.",
+    )
+    metrics_token: str | None = Field(
+        default=None, min_length=1, description="Bearer token for /metrics (none: open)."
+    )
+    tls: str | None = Field(
+        default=None,
+        description="Serve signalling over HTTPS: 'self-signed' (made once, kept in the "
+        "cache dir; edges pin its fingerprint) or none (plain HTTP).",
+        pattern=r"^self-signed$",
+    )
+    tls_cert: str | None = Field(default=None, description="Certificate (PEM) for HTTPS.")
+    tls_key: str | None = Field(default=None, description="Private key (PEM) for HTTPS.")
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body."
+    )
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Close a session whose ICE isn't connected by then."
+    )
+    first_frame_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Close a session that decoded no frame by then."
+    )
+    idle_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Close a session that decodes no frame this long."
+    )
+    max_pixels: int = Field(
+        default=1920 * 1080,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Largest decoded frame (width x height); larger ones are dropped.",
+    )
+    max_oversized_frames: int = Field(
+        default=5, ge=1, le=10_000, description="Oversized frames before the session is closed."
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024, ge=256, le=1024 * 1024, description="Largest data-channel message."
+    )
+    max_messages_per_s: float = Field(
+        default=50.0, gt=0, le=10_000, description="Data-channel messages a peer may send."
+    )
+    max_buffered_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="A peer whose unread data-channel backlog exceeds this is closed.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="On SIGTERM, close everything within this."
+    )
 
 
 class EdgeConfig(_Section):
@@ -222,6 +285,24 @@ class EdgeConfig(_Section):
     reconnect_s: float = Field(default=1.0, gt=0, description="Wait before reopening a source.")
     result_timeout_s: float = Field(
         default=2.0, gt=0, le=600, description="No results this long: the worker is lost."
+    )
+
+
+class FleetConfig(_Section):
+    allowed_worker_urls: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128", "localhost"],
+        description="Advertised worker URLs edges, the phone flow and the dashboard accept: "
+        "CIDRs (10.0.0.0/8), host names, or shell patterns on the URL "
+        "(https://*.example.com:8443); anything else is ignored and logged.",
+        max_length=256,
+    )
+    ca_file: str | None = Field(
+        default=None, description="CA bundle that signed the workers' HTTPS certificates."
+    )
+    worker_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^(sha256:)?[0-9A-Fa-f:]{64,95}$",
+        description="SHA-256 of the worker's certificate (pinned; e.g. a self-signed one).",
     )
 
 
@@ -252,6 +333,7 @@ class Settings(BaseSettings):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     ladder: list[LadderModel] = Field(
         default_factory=list,
         description="Detectors the controller may choose from (empty: detector.model only).",
@@ -313,6 +395,9 @@ def load_settings(
     model_env = os.environ.get("MOBIEYE_MODEL")
     if model_env and not os.environ.get("MOBIEYE_DETECTOR__MODEL"):
         init = {"detector": {"model": model_env}}
+    token_env = os.environ.get("MOBIEYE_WORKER_TOKEN")
+    if token_env and not os.environ.get("MOBIEYE_WORKER__TOKEN"):
+        init = _deep_merge(init, {"worker": {"token": token_env}})
     init = _deep_merge(init, overrides or {})
     _YAML_DATA["data"] = yaml_data
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import ipaddress
 import logging
 import os
 import socket
@@ -53,3 +54,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps a server on this machine (a wildcard does not)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mobieye.credentials import MIN_TOKEN_LENGTH, bearer_matches, generate_token
 from mobieye.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ UNAUTHORIZED = (
 )
 
 
-def generate_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
 def resolve_token(flag: str | None) -> tuple[str, bool]:
     """The token from ``--token``, else $MOBIEYE_DASHBOARD_TOKEN, else a new one.
 
@@ -48,7 +45,7 @@ def resolve_token(flag: str | None) -> tuple[str, bool]:
     token = token.strip()
     if not token:
         raise ConfigError(f"the dashboard token is empty (--token or {TOKEN_ENV})")
-    if len(token) < 16:
+    if len(token) < MIN_TOKEN_LENGTH:
         log.warning("the dashboard token is short (%d characters): easy to guess", len(token))
     return token, False
 
@@ -127,10 +124,7 @@ class TokenAuth:
         await _unauthorized(send)
 
     def _bearer_ok(self, value: str | None) -> bool:
-        if value is None:
-            return False
-        scheme, _, credentials = value.partition(" ")
-        return scheme.lower() == "bearer" and self.token_ok(credentials.strip())
+        return bearer_matches(value, self._token.decode())
 
     def _cookie_ok(self, value: str | None) -> bool:
         if value is None:

@@ -49,7 +49,7 @@ def add_dashboard_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def run_dashboard_command(settings: Settings, args: argparse.Namespace) -> int:
     from mobieye.dashboard.main import run_dashboard
-    from mobieye.dashboard.tls import resolve_tls
+    from mobieye.tls import resolve_tls
 
     tls = resolve_tls(args.dashboard_host, args.tls, args.tls_cert, args.tls_key, args.tls_name)
     return run_dashboard(settings, args.dashboard_host, args.port, args.token, tls)

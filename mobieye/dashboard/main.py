@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import sys
@@ -13,10 +12,11 @@ import uvicorn
 from mobieye.config import Settings
 from mobieye.dashboard.app import create_dashboard_app
 from mobieye.dashboard.auth import TOKEN_ENV, resolve_token
-from mobieye.dashboard.tls import WILDCARDS, TlsFiles, local_addresses
 from mobieye.errors import ConfigError
 from mobieye.mqtt.errors import BrokerError
 from mobieye.mqtt.preflight import check_broker
+from mobieye.runtime import is_loopback_host
+from mobieye.tls import WILDCARDS, TlsFiles, local_addresses
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def dashboard_url(host: str, port: int, token: str, https: bool = False) -> str:
@@ -71,7 +64,7 @@ async def serve_dashboard(
     app = create_dashboard_app(settings.mqtt, secret)
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
-    if tls is None and not _is_loopback(host):
+    if tls is None and not is_loopback_host(host):
         log.warning(
             "the dashboard listens on %s over plain HTTP: its token crosses the network in "
             "clear (use --tls self-signed, --tls-cert/--tls-key or a TLS proxy)",

@@ -20,7 +20,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
-from .keyframes import is_keyframe
+from .keyframes import is_keyframe, vp8_keyframe_size
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,13 @@ class LowLatencyJitterBuffer(JitterBuffer):
         clock: Callable[[], float] = time.monotonic,
         max_capacity: int = DEFAULT_MAX_CAPACITY,
         damaged_history: int = 1024,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__(capacity=capacity, is_video=True)
+        # A VP8 key frame declaring more pixels than this is dropped before it is decoded (a
+        # flat 8K key frame is a few KB on the wire, and ~50 MB once decoded).
+        self.max_pixels = max_pixels
+        self.oversized = 0
         self._max_capacity = max(capacity, max_capacity)
         self._max_wait_s = max_wait_ms / 1000.0
         self._clock = clock
@@ -115,11 +120,24 @@ class LowLatencyJitterBuffer(JitterBuffer):
             pli = True
             self._skip_to_frame_start()
             frame = self._pop_frame()
+        if frame is not None and self._oversized(frame):
+            # Its delta frames then fail to decode: the sender's problem, not the worker's.
+            return False, None
         if frame is not None and self._note_emitted(frame):
             pli = pli or now - self._last_pli >= PLI_RETRY_S
         if pli:
             self._last_pli = now
         return pli, frame
+
+    def _oversized(self, frame: JitterFrame) -> bool:
+        if self.max_pixels is None:
+            return False
+        size = vp8_keyframe_size(frame.data)
+        if size is None or size[0] * size[1] <= self.max_pixels:
+            return False
+        self.oversized += 1
+        logger.debug("dropped a %dx%d VP8 key frame before decoding it", *size)
+        return True
 
     def is_damaged(self, timestamp: int) -> bool:
         """Whether the frame emitted with this RTP timestamp depends on dropped data.
@@ -248,6 +266,7 @@ def install_low_latency_jitter_buffer(
     capacity: int = DEFAULT_CAPACITY,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_capacity: int = DEFAULT_MAX_CAPACITY,
+    max_pixels: int | None = None,
 ) -> None:
     """Make RTCRtpReceivers created from now on use LowLatencyJitterBuffer for video.
 
@@ -264,7 +283,10 @@ def install_low_latency_jitter_buffer(
     def factory(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
         if is_video:
             return LowLatencyJitterBuffer(
-                video_capacity, max_wait_ms=max_wait_ms, max_capacity=max_capacity
+                video_capacity,
+                max_wait_ms=max_wait_ms,
+                max_capacity=max_capacity,
+                max_pixels=max_pixels,
             )
         return _STOCK_JITTER_BUFFER(capacity=capacity, prefetch=prefetch, is_video=is_video)
 

@@ -12,6 +12,16 @@ def is_vp8_keyframe(data: bytes) -> bool:
     return len(data) >= 6 and data[0] & 0x01 == 0 and data[3:6] == _VP8_START_CODE
 
 
+def vp8_keyframe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a VP8 key frame declares (RFC 6386 9.1: 14 bits each, little-endian,
+    after the start code), read before anything is decoded; None for other frames."""
+    if not is_vp8_keyframe(data) or len(data) < 10:
+        return None
+    width = int.from_bytes(data[6:8], "little") & 0x3FFF
+    height = int.from_bytes(data[8:10], "little") & 0x3FFF
+    return width, height
+
+
 def is_h264_keyframe(data: bytes) -> bool:
     """True if the Annex-B access unit contains an IDR slice (SPS/PPS alone do not decode)."""
     pos = data.find(_ANNEX_B_START)

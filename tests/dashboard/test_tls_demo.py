@@ -19,7 +19,7 @@ import psutil
 import pytest
 from cryptography import x509
 
-from mobieye.dashboard.tls import certificate_covers, resolve_tls, self_signed
+from mobieye.tls import certificate_covers, resolve_tls, self_signed
 from mobieye.errors import ConfigError
 from mobieye.mqtt.broker import MosquittoProcess
 from tests.realparts import reason

@@ -1,12 +1,15 @@
-"""HTTPS for the dashboard: a given certificate, or a self-signed one kept in the cache dir.
+"""HTTPS for the dashboard and the worker: a given certificate, or a self-signed one kept in
+the cache dir, and the SHA-256 fingerprint a client pins it by.
 
 A phone's browser gives ``getUserMedia`` (the /phone page) only to a secure context, so a
-dashboard opened from another device must be served over HTTPS.
+dashboard opened from another device must be served over HTTPS. A worker's signalling carries the
+SDP's DTLS fingerprints: over HTTPS, with the certificate checked, nobody on the path swaps them.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import logging
 import os
@@ -100,18 +103,21 @@ def certificate_covers(cert_path: Path, names: list[str]) -> bool:
 
 
 def self_signed(
-    host: str, directory: Path | None = None, extra_names: Sequence[str] = ()
+    host: str,
+    directory: Path | None = None,
+    extra_names: Sequence[str] = (),
+    role: str = "dashboard",
 ) -> TlsFiles:
     """A self-signed certificate for :func:`san_names`, made once and reused while it still
     covers them (a new LAN address, say, makes a new one)."""
     directory = directory or tls_dir()
-    files = TlsFiles(directory / "dashboard-cert.pem", directory / "dashboard-key.pem")
+    files = TlsFiles(directory / f"{role}-cert.pem", directory / f"{role}-key.pem")
     names = san_names(host, extra_names)
     if files.key.exists() and certificate_covers(files.cert, names):
         return files
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "MobiEye dashboard")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"MobiEye {role}")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -137,7 +143,7 @@ def self_signed(
     with os.fdopen(fd, "wb") as f:
         f.write(key_pem)
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    log.info("self-signed dashboard certificate for %s written to %s", ", ".join(names), directory)
+    log.info("self-signed %s certificate for %s written to %s", role, ", ".join(names), directory)
     return files
 
 
@@ -147,6 +153,7 @@ def resolve_tls(
     cert: Path | None,
     key: Path | None,
     names: Sequence[str] = (),
+    role: str = "dashboard",
 ) -> TlsFiles | None:
     """The files of ``--tls self-signed`` (also covering ``--tls-name`` names) or
     ``--tls-cert``/``--tls-key``; None: plain HTTP."""
@@ -160,7 +167,7 @@ def resolve_tls(
     if tls is not None:
         if tls != SELF_SIGNED:
             raise ConfigError(f"--tls takes {SELF_SIGNED!r}, not {tls!r}")
-        return self_signed(host, extra_names=names)
+        return self_signed(host, extra_names=names, role=role)
     if cert is None and key is None:
         return None
     if cert is None or key is None:
@@ -177,3 +184,21 @@ def _is_ip(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def fingerprint(cert_der: bytes) -> str:
+    """``sha256:`` and the certificate's SHA-256 in hex: what fleet.worker_fingerprint pins."""
+    return "sha256:" + hashlib.sha256(cert_der).hexdigest()
+
+
+def file_fingerprint(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return fingerprint(cert.public_bytes(serialization.Encoding.DER))
+
+
+def normalise_fingerprint(value: str) -> str:
+    """Accept ``sha256:ab12...``, ``AB:12:...`` (openssl's form) or bare hex."""
+    hexed = value.strip().lower().removeprefix("sha256:").replace(":", "")
+    if not re.fullmatch(r"[0-9a-f]{64}", hexed):
+        raise ConfigError(f"{value!r} is not a SHA-256 certificate fingerprint")
+    return "sha256:" + hexed
