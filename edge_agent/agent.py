@@ -8,10 +8,10 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ from edge_agent.ledger import FrameLedger, SentFrame
 from edge_agent.report import RunStats, trace_record, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
 from edge_agent.track import CaptureTrack
-from edge_agent.writers import TraceWriter, VideoRecorder
+from edge_agent.writers import WRITER_CLOSE_S, TraceWriter, VideoRecorder
 from mobieye.clock import FrameClock
 from mobieye.config import Settings
 from mobieye.detections import Detections
@@ -47,11 +47,22 @@ from mobieye.messages import (
 from mobieye.slot import LatestSlot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DRAIN_S = 1.0  # after the last frame, wait this long for results still in flight
 LATENCY_REPORT_S = 1.0
 RECORD_KEEP_FRAMES = 90
 DISCOVERY_S = 10.0  # at start, wait this long for the fleet's retained worker states
+CLOSE_S = 2.0  # longest wait for any one step of shutting down
+
+
+async def _bounded(step: Awaitable[T], default: T, timeout_s: float = CLOSE_S) -> T:
+    """A shutdown step that can't hang the exit (a dead peer, a stuck broker)."""
+    try:
+        return await asyncio.wait_for(step, timeout_s)
+    except (TimeoutError, Exception) as exc:
+        log.warning("shutdown step gave up: %r", exc)
+        return default
 
 
 @dataclass
@@ -98,6 +109,7 @@ class EdgeAgent:
         self.keep_timeline = outputs.keep_timeline
         self._lost_worker: str | None = None  # the worker of the last failover, for the hello
         self.failover = Failover(settings.edge.result_timeout_s)
+        self._waiting_since: float | None = None  # first frame sent since the last result
         self.sent_frames: list[SentFrame] = []
         self.results: list[ArrivedResult] = []
 
@@ -157,6 +169,7 @@ class EdgeAgent:
         if match is None:
             return
         self.stats.add(match, result, now)
+        self._waiting_since = None  # the worker answers; frames sent from now on wait anew
         if not match.in_order:
             return
         if self.controller is not None:
@@ -177,6 +190,8 @@ class EdgeAgent:
             self.on_result(result)
 
     def _on_sent(self, frame: CapturedFrame) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
         if frame.gray is not None:
             self.fallback.on_sent(frame.seq, frame.gray)
@@ -206,58 +221,19 @@ class EdgeAgent:
         loop = asyncio.get_running_loop()
         slot: LatestSlot[CapturedFrame] = LatestSlot(1)
         deadline = time.monotonic() + duration_s if duration_s else None
-        uplink_bytes = 0
-        started = False
+        self._uplink_bytes = 0
         try:
-            if self.directory is not None:
-                await self.directory.start()
-                await self.directory.wait_for_candidates(DISCOVERY_S)
-            while True:
-                try:
-                    skip = self.failover.excluded(time.monotonic())
-                    self.conn = await self._connect_any(slot, skip)
-                except SignallingError:
-                    if not started:
-                        raise  # nothing to fail over from: say why and stop
-                    if self._finished(deadline, slot):
-                        break
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                if not started:
-                    self.stats.started_s = time.monotonic()
-                    self.source.start(loop, slot)
-                    started = True
-                try:
-                    done = await self._stream(self.conn, slot, deadline)
-                except asyncio.CancelledError:
-                    # Ctrl-C: keep what was measured; the report below is still written.
-                    self.stats.errors.append("interrupted")
-                    done = True
-                uplink_bytes += await self.conn.bytes_sent()
-                await self.conn.close()
-                if done:
-                    break
-                self.stats.failovers += 1
-                lost = self.conn.worker_id
-                self._lost_worker = lost if lost and is_valid_id(lost) else None
-                log.warning("lost worker %s: %s; failing over", self.conn.url,
-                            self.conn.lost_reason)  # fmt: skip
-                self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "
-                                         f"{self.conn.lost_reason}")  # fmt: skip
-                self.failover.lost(self.conn.worker_id or self.conn.url, time.monotonic())
+            await self._run(loop, slot, deadline)
+        except asyncio.CancelledError:
+            # SIGTERM, SIGINT or a caller giving up, at any moment (connecting, streaming,
+            # failing over): keep what was measured; the report below is still written.
+            self.stats.errors.append("interrupted")
+            log.warning("interrupted: finishing the report")
         finally:
-            self.source.stop()
-            slot.close()
-            self.stats.frames_captured = self.source.captured
-            if self.conn is not None:
-                await self.conn.close()
-            if self.directory is not None:
-                await self.directory.stop()
-            for writer in (self._trace, self._recorder):
-                if writer is not None:
-                    await asyncio.to_thread(writer.close)
+            await self._shut_down(slot)
+        uplink_bytes = self._uplink_bytes
         report = self.stats.summary(uplink_bytes or None)
-        report["reopens"] = self.source.reopens
+        report["source_reopens"] = self.source.reopens
         report.update(self._deadline_summary())
         if self.controller is not None:
             last = self.controller.decisions[-1] if self.controller.decisions else None
@@ -266,24 +242,87 @@ class EdgeAgent:
             await asyncio.to_thread(write_report, self.outputs.report, report)
         return report
 
+    async def _run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        slot: LatestSlot[CapturedFrame],
+        deadline: float | None,
+    ) -> None:
+        started = False
+        if self.directory is not None:
+            await self.directory.start()
+            await self.directory.wait_for_candidates(DISCOVERY_S)
+        while True:
+            try:
+                skip = self.failover.excluded(time.monotonic())
+                self.conn = await self._connect_any(slot, skip)
+            except SignallingError:
+                if not started and not self._keep_trying():
+                    raise  # nothing to fail over from: say why and stop
+                if self._finished(deadline, slot):
+                    return
+                await asyncio.sleep(RETRY_S)
+                continue
+            if not started:
+                self.stats.started_s = time.monotonic()
+                self.source.start(loop, slot)
+                started = True
+            done = await self._stream(self.conn, slot, deadline)
+            self._uplink_bytes += await _bounded(self.conn.bytes_sent(), 0)
+            await _bounded(self.conn.close(), None)
+            if done:
+                return
+            self.stats.failovers += 1
+            lost = self.conn.worker_id
+            self._lost_worker = lost if lost and is_valid_id(lost) else None
+            log.warning("lost worker %s: %s; failing over", self.conn.url,
+                        self.conn.lost_reason)  # fmt: skip
+            self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "
+                                     f"{self.conn.lost_reason}")  # fmt: skip
+            self.failover.lost(self.conn.worker_id or self.conn.url, time.monotonic())
+
+    def _keep_trying(self) -> bool:
+        """At start, a fleet edge goes on while the fleet has a worker with room; a fixed URL
+        that refuses fails at once (nothing else to try)."""
+        return self.directory is not None and bool(self.directory.candidates())
+
+    async def _shut_down(self, slot: LatestSlot[CapturedFrame]) -> None:
+        """Stop everything within a few seconds, whatever state the run was in."""
+        self.source.stop()
+        slot.close()
+        self.stats.frames_captured = self.source.captured
+        if self.stats.stopped_s is None:
+            self.stats.stopped_s = time.monotonic()
+        if self.conn is not None:
+            await _bounded(self.conn.close(), None)
+        if self.directory is not None:
+            await _bounded(self.directory.stop(), None)
+        for writer in (self._trace, self._recorder):
+            if writer is not None:
+                # A writer thread that died or hangs on the disk can't hold the exit.
+                await _bounded(asyncio.to_thread(writer.close), None, WRITER_CLOSE_S + 1)
+
     def _finished(self, deadline: float | None, slot: LatestSlot[CapturedFrame]) -> bool:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return True
         return self.source.ended.is_set() and not len(slot)
 
-    def _candidates(self, skip: set[str]) -> list[str]:
+    def _candidates(self, skip: set[str]) -> list[tuple[str, str]]:
+        """(worker id or URL, URL) of the workers to try, the best first."""
         if self.directory is None:
-            return [self.settings.edge.worker_url]
-        return [w.url for w in self.directory.candidates(skip) if w.url]
+            url = self.settings.edge.worker_url
+            return [(url, url)]
+        return [(w.id, w.url) for w in self.directory.candidates(skip) if w.url]
 
     async def _connect_any(self, slot: LatestSlot[CapturedFrame], skip: set[str]) -> Connection:
-        """Offer the stream to the best candidate; a refusal moves on to the next one."""
-        urls = self._candidates(skip)
-        if not urls:
+        """Offer the stream to the best candidate; a refusal moves on to the next one, and a
+        worker that refused or can't be reached is tried again only after the others."""
+        candidates = self._candidates(skip)
+        if not candidates:
             raise SignallingError("no live worker with free capacity is known (yet)")
         problems = []
-        for url in urls:
+        for worker, url in candidates:
             track = CaptureTrack(slot, self.clock, self._on_sent)
             try:
                 conn = await connect(self.settings, url, track, self._on_open, self._on_message)
@@ -291,6 +330,8 @@ class EdgeAgent:
                 track.stop()
                 problems.append(str(exc))
                 log.warning("%s", exc)
+                if self.directory is not None:
+                    self.failover.lost(worker, time.monotonic())
                 continue
             self.stats.stream_id = conn.stream_id
             self.stats.worker_id = conn.worker_id
@@ -306,6 +347,7 @@ class EdgeAgent:
         last_status = 0.0
         last_control = time.monotonic()
         connected_s = time.monotonic()
+        self._waiting_since = None
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
@@ -324,7 +366,9 @@ class EdgeAgent:
                 break
             will = bool(conn.worker_id and self.directory
                         and self.directory.is_offline(conn.worker_id))  # fmt: skip
-            lost = self.failover.loss(now, connected_s, self.stats.last_result_s, will)
+            lost = self.failover.loss(
+                now, connected_s, self.stats.last_result_s, will, self._waiting_since
+            )
             if lost:
                 conn.mark_lost(lost)
             if conn.lost.is_set():

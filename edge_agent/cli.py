@@ -9,6 +9,7 @@ import asyncio
 from mobieye.cli_flags import EPILOG, broker_flag, common, detector_flags, edge_flags
 from mobieye.commands import Command
 from mobieye.config import Settings
+from mobieye.runtime import until_signalled
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,13 +48,13 @@ def _add_edge(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from edge_agent.demo import run_demo
 
-    return asyncio.run(run_demo(settings, args))
+    return asyncio.run(until_signalled(run_demo(settings, args)))
 
 
 def _run_edge(settings: Settings, args: argparse.Namespace) -> int:
     from edge_agent.main import run_edge
 
-    return asyncio.run(run_edge(settings, args))
+    return asyncio.run(until_signalled(run_edge(settings, args)))
 
 
 DEMO = Command("demo", order=0, add_parser=_add_demo, run=_run_demo)

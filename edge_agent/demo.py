@@ -18,9 +18,10 @@ import httpx
 import yaml
 
 from mobieye.config import Settings
+from mobieye.credentials import generate_token
 from mobieye.detector import resolve_model
 from mobieye.errors import MobiEyeError, SourceError
-from mobieye.runtime import free_port
+from mobieye.runtime import die_with_parent, free_port
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ def start_worker(settings: Settings, port: int, config_dir: Path) -> subprocess.
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOBIEYE_")}
     env["MOBIEYE_CONFIG"] = str(path)
-    return subprocess.Popen([sys.executable, "-m", "cloud_worker"], env=env)
+    # The worker goes when the demo goes, however it goes (SIGKILL included).
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloud_worker"], env=env, preexec_fn=die_with_parent
+    )
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
@@ -134,6 +138,10 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         detector = settings.detector.model_copy(update={"model": DEFAULT_DEMO_MODEL})
         settings = settings.model_copy(update={"detector": detector})
     resolve_model(settings.detector.model)  # fail before starting anything
+    if not settings.worker.token:
+        # The demo's worker takes streams only from this demo (and whoever is given the token).
+        worker = settings.worker.model_copy(update={"token": generate_token()})
+        settings = settings.model_copy(update={"worker": worker})
     source_spec = pick_source(settings)
     is_file = not source_spec.isdigit() and "://" not in source_spec
     loop_file = settings.edge.loop or (is_file and args.duration is not None)
@@ -143,7 +151,7 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         update={"source": source_spec, "worker_url": url, "loop": loop_file}
     )
     settings = settings.model_copy(update={"edge": edge})
-    source = open_source(settings)  # a bad source fails before the worker starts
+    source = await asyncio.to_thread(open_source, settings)  # fails before the worker starts
 
     broker = None
     if not settings.mqtt.broker:

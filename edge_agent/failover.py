@@ -1,9 +1,10 @@
 """When the edge gives up on its worker, and whom it tries next (pure: time is passed in).
 
-A worker is lost when its results stop for ``result_timeout_s``, or when the fleet reports its
-last will and its results have been silent for ``will_confirm_s`` too (a restarting broker sends
-every client's will, so a will alone proves nothing). A lost worker is tried again only after
-``exclude_s``, or sooner when nothing else is left.
+A worker is lost when a frame sent to it has waited ``result_timeout_s`` for a result (time with
+nothing sent, a live source reopening, say, is not the worker's silence), or when the fleet
+reports its last will and its results have been silent for ``will_confirm_s`` too (a restarting
+broker sends every client's will, so a will alone proves nothing). A lost worker is tried again
+only after ``exclude_s``, or sooner when nothing else is left.
 """
 
 from __future__ import annotations
@@ -23,12 +24,22 @@ class Failover:
     _excluded: dict[str, float] = field(default_factory=dict)  # worker -> excluded until
 
     def loss(
-        self, now_s: float, connected_s: float, last_result_s: float | None, will_seen: bool
+        self,
+        now_s: float,
+        connected_s: float,
+        last_result_s: float | None,
+        will_seen: bool,
+        waiting_since_s: float | None,
     ) -> str | None:
-        """Why the current worker counts as lost now, or None while it is not."""
+        """Why the current worker counts as lost now, or None while it is not.
+
+        ``waiting_since_s``: when the oldest frame sent since the last result was sent (None:
+        no frame waits)."""
+        if waiting_since_s is not None:
+            waited = now_s - max(waiting_since_s, connected_s)
+            if waited > self.result_timeout_s:
+                return f"no results for {self.result_timeout_s:.1f} s"
         silent = now_s - max(last_result_s or 0.0, connected_s)
-        if silent > self.result_timeout_s:
-            return f"no results for {self.result_timeout_s:.1f} s"
         if will_seen and silent > self.will_confirm_s:
             return "the worker went offline (MQTT last will)"
         return None

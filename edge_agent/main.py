@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from edge_agent.agent import EdgeAgent, EdgeOutputs
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
 from mobieye.errors import ConfigError, SourceError
+from mobieye.fleet.allowlist import UrlAllowlist
 from mobieye.fleet.directory import WorkerDirectory
 from mobieye.mqtt.preflight import check_broker
 
@@ -28,6 +30,7 @@ def open_source(settings: Settings) -> VideoSource:
         loop_file=settings.edge.loop,
         max_width=settings.edge.max_width,
         reconnect_s=settings.edge.reconnect_s,
+        open_timeout_s=settings.edge.open_timeout_s,
     )
 
 
@@ -53,7 +56,8 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 async def run_edge(settings: Settings, args: argparse.Namespace) -> int:
-    source = open_source(settings)
+    # A live source that is down at start is retried for edge.open_timeout_s: off the loop.
+    source = await asyncio.to_thread(open_source, settings)
     log.info(
         "streaming %s (%dx%d at %.1f fps) to %s",
         source.spec.label,
@@ -69,7 +73,8 @@ async def run_edge(settings: Settings, args: argparse.Namespace) -> int:
                 "--worker auto needs the fleet's broker: pass --broker mqtt://HOST:PORT"
             )
         await check_broker(settings.mqtt)
-        directory = WorkerDirectory(settings.mqtt, f"mobieye-edge-{os.getpid()}")
+        allowlist = UrlAllowlist.from_config(settings.fleet)
+        directory = WorkerDirectory(settings.mqtt, f"mobieye-edge-{os.getpid()}", allowlist)
     agent = EdgeAgent(settings, source, outputs_from(args, status=True), directory)
     report = await agent.run(args.duration)
     print_summary(report)

@@ -19,6 +19,8 @@ from mobieye.annotate import draw_result
 
 log = logging.getLogger(__name__)
 
+WRITER_CLOSE_S = 3.0  # finishing a file (an mp4's index) takes well under this
+
 
 class _ThreadedWriter:
     def __init__(self, path: Path, maxsize: int) -> None:
@@ -36,8 +38,15 @@ class _ThreadedWriter:
             self.dropped += 1
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Finish the file; never blocks long, even on a writer thread that died."""
+        try:
+            self._queue.put(None, timeout=WRITER_CLOSE_S if self._thread.is_alive() else 0.01)
+        except queue.Full:
+            log.error("%s: the writer is stuck or dead; the file may be incomplete", self.path)
+            return
+        self._thread.join(timeout=WRITER_CLOSE_S)
+        if self._thread.is_alive():
+            log.error("%s: the writer did not finish in %.0f s", self.path, WRITER_CLOSE_S)
         if self.dropped:
             log.warning("%s: %d items dropped (disk too slow)", self.path, self.dropped)
 

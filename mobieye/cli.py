@@ -8,6 +8,7 @@ then flags); a flag left out keeps the lower layers' value.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # stopped by a signal before it could finish cleanly
+        return 143
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def _bench(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
 def _run_bench(settings: Settings, args: argparse.Namespace) -> int:
     from mobieye.bench import run_bench
+    from mobieye.runtime import interrupt_on_sigterm
 
+    # SIGTERM unwinds like Ctrl-C: every worker, agent and namespace it started is stopped.
+    interrupt_on_sigterm()
     return run_bench(settings, args)
 
 

@@ -282,7 +282,12 @@ class EdgeConfig(_Section):
     max_width: int | None = Field(default=None, ge=64, description="Downscale wider frames.")
     worker_url: str = "http://127.0.0.1:8000"
     stream_id: str | None = None
-    reconnect_s: float = Field(default=1.0, gt=0, description="Wait before reopening a source.")
+    reconnect_s: float = Field(
+        default=1.0, gt=0, description="Wait before reopening a live source (doubles to 10 s)."
+    )
+    open_timeout_s: float = Field(
+        default=30.0, ge=0, le=3600, description="At start, retry a live source this long."
+    )
     result_timeout_s: float = Field(
         default=2.0, gt=0, le=600, description="No results this long: the worker is lost."
     )

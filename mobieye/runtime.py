@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import faulthandler
 import ipaddress
 import logging
 import os
+import signal
 import socket
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("MOBIEYE_CACHE_DIR", Path.home() / ".cache" / "mobieye"))
 
@@ -62,3 +71,48 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+async def until_signalled(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main``; SIGTERM or SIGINT cancels it, once, so it can finish cleanly (write its
+    report, stop its children) instead of dying where it stands."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    caught: list[str] = []
+
+    def stop(name: str) -> None:
+        if caught:
+            log.warning("%s again: still stopping", name)
+            return
+        caught.append(name)
+        log.warning("%s: stopping", name)
+        task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        return await task
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even
+    by SIGKILL (Linux), so no worker is ever left orphaned."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread, as SIGINT does, so a
+    synchronous command's ``finally`` blocks and context managers run."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -20,7 +20,7 @@ import yaml
 from mobieye.bench.components import cpu_seconds
 from mobieye.config import Settings
 from mobieye.errors import MobiEyeError
-from mobieye.runtime import free_port
+from mobieye.runtime import die_with_parent, free_port
 
 WORKER_START_S = 240.0
 HEALTH_PROBE = (
@@ -49,10 +49,10 @@ class Loopback:
     loopback = True
 
     def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=env)
+        return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
 
     def popen_edge(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=env)
+        return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
 
 
 @dataclass

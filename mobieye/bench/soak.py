@@ -31,7 +31,7 @@ from mobieye.bench.run import Loopback, bench_env, stop_process, wait_healthy
 from mobieye.bench.soak_score import SoakLimits, problems, windows
 from mobieye.config import LadderModel, Settings
 from mobieye.errors import MobiEyeError
-from mobieye.runtime import free_port
+from mobieye.runtime import die_with_parent, free_port
 
 WIDTHS = (640, 480, 352)  # the sizes streams move between; each starts at a different one
 HEALTH_PERIOD_S = 1.0
@@ -51,7 +51,9 @@ def _read_trace(path: Path) -> list[dict[str, Any]]:
 
 def _start_worker(env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "cloud_worker"]
-    return subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
 
 
 async def _watch_health(url: str, log: list[dict[str, Any]], stop: asyncio.Event) -> None:

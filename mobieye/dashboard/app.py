@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from mobieye.config import MqttConfig
+from mobieye.config import FleetConfig, MqttConfig
 from mobieye.dashboard.api import ApiError
 from mobieye.dashboard.api import router as api_router
 from mobieye.dashboard.auth import TokenAuth
@@ -28,6 +28,8 @@ from mobieye.dashboard.views import (
 )
 from mobieye.errors import validation_problems
 from mobieye.fleet import topics
+from mobieye.fleet.access import WorkerAccess
+from mobieye.fleet.allowlist import UrlAllowlist
 from mobieye.mqtt.client import MqttLink
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,23 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> JSON
 
 
 def create_dashboard_app(
-    mqtt_cfg: MqttConfig, token: str, *, store: FleetStore | None = None
+    mqtt_cfg: MqttConfig,
+    token: str,
+    *,
+    store: FleetStore | None = None,
+    fleet_cfg: FleetConfig | None = None,
+    access: WorkerAccess | None = None,
 ) -> FastAPI:
-    """The app; raises BrokerError at once when ``mqtt_cfg`` names no usable broker."""
+    """The app; raises BrokerError at once when ``mqtt_cfg`` names no usable broker.
+
+    ``fleet_cfg`` says which advertised workers are trusted; ``access`` how to call them (the
+    workers' token and certificate check) when a page watches a stream or a phone streams."""
     prefix = mqtt_cfg.prefix
+    allowlist = UrlAllowlist.from_config(fleet_cfg or FleetConfig())
     # Stats come every stats period; a few missed in a row make a stream stale.
-    fleet = store or FleetStore(prefix, stale_after_s=max(5.0, 5 * mqtt_cfg.stats_period_s))
+    fleet = store or FleetStore(
+        prefix, stale_after_s=max(5.0, 5 * mqtt_cfg.stats_period_s), allowlist=allowlist
+    )
     link = MqttLink(mqtt_cfg, f"mobieye-dashboard-{os.getpid()}-{secrets.token_hex(3)}")
 
     def feed(topic: str, payload: bytes) -> None:
@@ -76,6 +89,7 @@ def create_dashboard_app(
     app.state.store = fleet
     app.state.link = link
     app.state.mqtt = mqtt_cfg
+    app.state.access = access or WorkerAccess()
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Response:

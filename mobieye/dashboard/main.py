@@ -13,6 +13,7 @@ from mobieye.config import Settings
 from mobieye.dashboard.app import create_dashboard_app
 from mobieye.dashboard.auth import TOKEN_ENV, resolve_token
 from mobieye.errors import ConfigError
+from mobieye.fleet.access import WorkerAccess
 from mobieye.mqtt.errors import BrokerError
 from mobieye.mqtt.preflight import check_broker
 from mobieye.runtime import is_loopback_host
@@ -61,7 +62,9 @@ async def serve_dashboard(
         raise BrokerError("the dashboard needs the fleet's broker: --broker mqtt://HOST:PORT")
     secret, generated = resolve_token(token)
     await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
-    app = create_dashboard_app(settings.mqtt, secret)
+    app = create_dashboard_app(
+        settings.mqtt, secret, fleet_cfg=settings.fleet, access=WorkerAccess.from_settings(settings)
+    )
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
     if tls is None and not is_loopback_host(host):

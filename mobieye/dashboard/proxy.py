@@ -7,30 +7,58 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from mobieye.dashboard.api import Store
 from mobieye.dashboard.store import FleetStore
 from mobieye.dashboard.views import WorkerView
+from mobieye.fleet.access import WorkerAccess, WorkerNotTrusted
 
 log = logging.getLogger(__name__)
 
 MAX_OFFER_BYTES = 64 * 1024  # an SDP offer is a few KiB
+MAX_ANSWER_BYTES = 256 * 1024  # nor may a worker make the dashboard buffer more than this
 VIEW_TIMEOUT_S = 10.0
 
 
+def _access(request: Request) -> WorkerAccess:
+    access: WorkerAccess = request.app.state.access
+    return access
+
+
+Access = Annotated[WorkerAccess, Depends(_access)]
+
+
 def worker_url(fleet: FleetStore, stream_id: str) -> str | None:
-    """The base URL of the worker serving ``stream_id``, if both are known."""
+    """The base URL of the worker serving ``stream_id``, if both are known (and trusted: the
+    store keeps no worker whose URL fleet.allowed_worker_urls refuses; checked again here)."""
     stream = fleet.stream(stream_id)
     if stream is None:
         return None
     for worker in fleet.workers():
         if worker.id == stream.worker and worker.status == "online" and worker.url:
+            if not fleet.allowlist.allows(worker.url):
+                return None
             return worker.url.rstrip("/")
     return None
+
+
+async def _post(
+    client: httpx.AsyncClient, access: WorkerAccess, url: str, payload: dict[str, str]
+) -> Response:
+    """POST to a worker; its answer read with a cap, from the pinned certificate only."""
+    async with client.stream("POST", url, json=payload) as r:
+        access.check(r)
+        body = b""
+        async for chunk in r.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                return _error(502, f"worker at {url} answered over {MAX_ANSWER_BYTES} bytes")
+    return Response(body, status_code=r.status_code, media_type="application/json")
 
 
 def phone_candidates(fleet: FleetStore) -> list[WorkerView]:
@@ -58,7 +86,7 @@ router = APIRouter()
 
 
 @router.post("/api/streams/{stream_id}/view")
-async def view(stream_id: str, request: Request, fleet: Store) -> Response:
+async def view(stream_id: str, request: Request, fleet: Store, access: Access) -> Response:
     """Forward a receive-only WebRTC offer ``{sdp, type}`` to the stream's worker."""
     offer = _offer(await request.body())
     if isinstance(offer, JSONResponse):
@@ -69,15 +97,16 @@ async def view(stream_id: str, request: Request, fleet: Store) -> Response:
         return _error(404, f"no live worker known for stream {stream_id!r}")
     payload = {"sdp": sdp, "type": kind, "stream_id": stream_id}
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=VIEW_TIMEOUT_S) as client:
-            r = await client.post(base + "/view", json=payload)
+        async with access.client(VIEW_TIMEOUT_S) as client:
+            return await _post(client, access, base + "/view", payload)
+    except WorkerNotTrusted as exc:
+        return _error(502, str(exc))
     except httpx.HTTPError as exc:
         return _error(502, f"worker at {base} unreachable: {exc!r}")
-    return Response(r.content, status_code=r.status_code, media_type="application/json")
 
 
 @router.post("/api/phone/offer")
-async def phone_offer(request: Request, fleet: Store) -> Response:
+async def phone_offer(request: Request, fleet: Store, access: Access) -> Response:
     """A browser camera's offer (send video, a data channel for results) to the least
     loaded live worker with room; the next one is tried when a worker refuses (503)."""
     offer = _offer(await request.body())
@@ -85,38 +114,39 @@ async def phone_offer(request: Request, fleet: Store) -> Response:
         return offer
     sdp, kind = offer
     refusals: list[str] = []
-    async with httpx.AsyncClient(trust_env=False, timeout=VIEW_TIMEOUT_S) as client:
+    async with access.client(VIEW_TIMEOUT_S) as client:
         for worker in phone_candidates(fleet):
             base = str(worker.url).rstrip("/")
             try:
-                r = await client.post(base + "/offer", json={"sdp": sdp, "type": kind})
-            except httpx.HTTPError as exc:
+                r = await _post(client, access, base + "/offer", {"sdp": sdp, "type": kind})
+            except (httpx.HTTPError, WorkerNotTrusted) as exc:
                 refusals.append(f"{worker.id}: unreachable ({exc!r})")
                 continue
-            if r.status_code == 503:
-                refusals.append(f"{worker.id}: {r.text}")
+            if r.status_code in (502, 503):
+                refusals.append(f"{worker.id}: {bytes(r.body)[:300].decode(errors='replace')}")
                 continue
-            return Response(r.content, r.status_code, media_type="application/json")
+            return r
     why = "; ".join(refusals) or "no live worker with room is known"
     return _error(503, f"no worker took the stream: {why}")
 
 
 @router.get("/api/streams/{stream_id}/mjpeg", response_model=None)
-async def mjpeg(stream_id: str, fleet: Store) -> Response:
+async def mjpeg(stream_id: str, fleet: Store, access: Access) -> Response:
     """The worker's MJPEG fallback (boxes drawn by the worker), streamed through."""
     base = worker_url(fleet, stream_id)
     if base is None:
         return _error(404, f"no live worker known for stream {stream_id!r}")
-    client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0, read=None))
+    client = access.client(httpx.Timeout(10.0, read=None))
     try:
         upstream = await client.send(
             client.build_request("GET", f"{base}/streams/{stream_id}/mjpeg"), stream=True
         )
-    except httpx.HTTPError as exc:
+        access.check(upstream)
+    except (httpx.HTTPError, WorkerNotTrusted) as exc:
         await client.aclose()
-        return _error(502, f"worker at {base} unreachable: {exc!r}")
+        return _error(502, f"worker at {base} unreachable or untrusted: {exc!r}")
     if upstream.status_code != 200:
-        content = await upstream.aread()
+        content = (await upstream.aread())[:MAX_ANSWER_BYTES]
         await upstream.aclose()
         await client.aclose()
         return Response(content, upstream.status_code, media_type="application/json")

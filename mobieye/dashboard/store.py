@@ -7,11 +7,13 @@ the one event loop, so no locking is needed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 
 from mobieye.clock import TimeSource
+from mobieye.config import FleetConfig
 from mobieye.dashboard.views import (
     STALE_BOX_AGE_FRAMES,
     SeriesPoint,
@@ -21,7 +23,10 @@ from mobieye.dashboard.views import (
 )
 from mobieye.errors import MobiEyeError
 from mobieye.fleet import topics
+from mobieye.fleet.allowlist import UrlAllowlist
 from mobieye.fleet.payloads import ObjectEvent, StreamState, StreamStats, WorkerState, parse_payload
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Counters:
     malformed: int = 0
     ignored: int = 0
     last_malformed: str | None = None  # the newest reason, for /api/status
+    untrusted: int = 0  # worker states whose URL fleet.allowed_worker_urls refuses
+    last_untrusted: str | None = None
 
 
 class FleetStore:
@@ -82,8 +89,16 @@ class FleetStore:
         max_timeline: int = 200,
         resume_after_s: float = 120.0,
         clock: TimeSource = time.time,
+        allowlist: UrlAllowlist | None = None,
+        max_workers: int = 1000,
+        max_streams: int = 10_000,
     ) -> None:
         self.prefix = prefix
+        # A worker advertising a URL outside this is not shown, and never proxied to.
+        self.allowlist = allowlist or UrlAllowlist(FleetConfig().allowed_worker_urls)
+        # Anyone who may publish could invent ids without end: the store holds at most these.
+        self.max_workers = max_workers
+        self.max_streams = max_streams
         self.stale_after_s = stale_after_s
         self.forget_after_s = forget_after_s
         self.max_points = max_points
@@ -129,6 +144,17 @@ class FleetStore:
             return self._workers.pop(wid, None) is not None
         state = parse_payload(WorkerState, payload, topic)
         _same_id(state.id, wid, topic)
+        refused = self.allowlist.why_not(state.url) if state.url else None
+        if refused is not None:
+            self.counters.untrusted += 1
+            if self.counters.last_untrusted != refused:
+                log.warning("ignoring worker %s: %s", wid, refused)
+            self.counters.last_untrusted = refused
+            self._workers.pop(wid, None)
+            return False
+        if wid not in self._workers and len(self._workers) >= self.max_workers:
+            self.counters.ignored += 1
+            return False
         self._workers[wid] = _Worker(state, now)
         return True
 
@@ -204,6 +230,8 @@ class FleetStore:
     def _stream(self, sid: str, now: float) -> _Stream:
         stream = self._streams.get(sid)
         if stream is None:
+            if len(self._streams) >= self.max_streams:
+                raise MobiEyeError(f"stream {sid}: already {self.max_streams} streams shown")
             stream = _Stream(
                 sid, now, deque(maxlen=self.max_points), deque(maxlen=self.max_timeline)
             )

@@ -13,20 +13,28 @@ import logging
 import random
 import time
 
-from mobieye.config import MqttConfig
+from mobieye.config import FleetConfig, MqttConfig
 from mobieye.errors import MobiEyeError
 from mobieye.fleet import topics
+from mobieye.fleet.allowlist import UrlAllowlist
 from mobieye.fleet.payloads import WorkerState, parse_payload
 from mobieye.mqtt.client import MqttLink
 
 log = logging.getLogger(__name__)
 
 STALE_S = 30.0  # a state older than this (no refresh) is not trusted
+MAX_WORKERS = 1000  # states kept at most (anyone who may publish could invent ids)
 
 
 class WorkerDirectory:
-    def __init__(self, cfg: MqttConfig, client_id: str) -> None:
+    def __init__(
+        self, cfg: MqttConfig, client_id: str, allowlist: UrlAllowlist | None = None
+    ) -> None:
         self.cfg = cfg
+        # Anyone who may publish on the broker can advertise a worker: only URLs in this are
+        # ever called (fleet.allowed_worker_urls).
+        self.allowlist = allowlist or UrlAllowlist(FleetConfig().allowed_worker_urls)
+        self.untrusted: set[str] = set()
         self.link = MqttLink(cfg, client_id)
         self.workers: dict[str, WorkerState] = {}
         self.garbage = 0
@@ -47,6 +55,21 @@ class WorkerDirectory:
         except MobiEyeError as exc:
             self.garbage += 1
             log.warning("skipping worker state on %s: %s", topic, exc)
+            return
+        parsed = topics.parse(topic, self.cfg.prefix)
+        if parsed is None or parsed.id != state.id:
+            self.garbage += 1
+            log.warning("skipping worker state on %s: it names worker %r", topic, state.id)
+            return
+        refused = self.allowlist.why_not(state.url) if state.url else None
+        if refused is not None:
+            if state.id not in self.untrusted and len(self.untrusted) < 1000:
+                self.untrusted.add(state.id)
+                log.warning("ignoring worker %s: %s", state.id, refused)
+            self.workers.pop(state.id, None)
+            return
+        if state.id not in self.workers and len(self.workers) >= MAX_WORKERS:
+            self.garbage += 1
             return
         previous = self.workers.get(state.id)
         if previous is None or previous.status != state.status:

@@ -35,6 +35,7 @@ from mobieye.netem.profiles import LinkProfile, get_profile
 from mobieye.netem.shaper import DirectionStats
 from mobieye.netem.tap import TUN_DEVICE, open_tap
 from mobieye.netem.wire_process import WireProcess
+from mobieye.runtime import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ class EmulatedLink:
         """
         if not self._open or self._wire is None:
             raise RuntimeError("EmulatedLink is not open")
+        kwargs.setdefault("preexec_fn", die_with_parent)
         proc: subprocess.Popen[Any] = subprocess.Popen(self.exec_argv(ns, argv), **kwargs)
         self._procs.append(proc)
         return proc

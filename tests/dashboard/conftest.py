@@ -15,8 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from mobieye.config import MqttConfig
-from mobieye.dashboard.app import create_dashboard_app
 from mobieye.credentials import generate_token
+from mobieye.dashboard.app import create_dashboard_app
 from mobieye.mqtt.broker import MosquittoProcess
 from mobieye.mqtt.client import MqttLink
 from tests.realparts import need

@@ -19,9 +19,9 @@ import psutil
 import pytest
 from cryptography import x509
 
-from mobieye.tls import certificate_covers, resolve_tls, self_signed
 from mobieye.errors import ConfigError
 from mobieye.mqtt.broker import MosquittoProcess
+from mobieye.tls import certificate_covers, resolve_tls, self_signed
 from tests.realparts import reason
 
 URL = re.compile(r"MobiEye dashboard: (https?://\S+)")

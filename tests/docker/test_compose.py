@@ -33,7 +33,8 @@ from pydantic import BaseModel
 
 from mobieye.cli import build_parser
 from mobieye.config import MqttConfig, Settings, load_settings
-from tests.e2e.conftest import free_port, stop
+from mobieye.runtime import free_port
+from tests.e2e.conftest import stop
 from tests.realparts import need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,8 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 MOSQUITTO_CONF = DOCKER / "mosquitto.conf"
+MOSQUITTO_ACL = DOCKER / "mosquitto.acl"
+MOSQUITTO_PASSWD_SH = DOCKER / "mosquitto-passwd.sh"
 K8S_WORKER = DOCKER / "k8s" / "worker-deployment.yaml"
 K8S_MOSQUITTO = DOCKER / "k8s" / "mosquitto.yaml"
 FLEET_DOC = REPO / "docs" / "fleet.md"
@@ -49,11 +52,20 @@ FLEET_DOC = REPO / "docs" / "fleet.md"
 # Host directories the user supplies (documented in compose.yaml's header), not in the repo.
 USER_SUPPLIED_DIRS = {"models", "videos", "config"}
 # Variables load_settings reads itself; every other MOBIEYE_* one must be a settings field.
-SHORTHAND_ENV = {"MOBIEYE_MODEL", "MOBIEYE_CONFIG"}
+SHORTHAND_ENV = {"MOBIEYE_MODEL", "MOBIEYE_CONFIG", "MOBIEYE_WORKER_TOKEN"}
 # Worker variables only Kubernetes sets: the pod name as id, ICE servers from a Secret.
 K8S_ONLY_ENV = {"MOBIEYE_WORKER__ID", "MOBIEYE_WEBRTC__ICE_SERVERS"}
 # Not settings: where the process keeps its cache, where the tests find their data.
 PROCESS_ENV = {"MOBIEYE_CACHE_DIR", "MOBIEYE_DATA_DIR"}
+# The broker's passwords, which users put in docker/.env (compose requires them).
+MQTT_SECRETS = {
+    "MQTT_WORKER_PASSWORD": "worker-test-password",
+    "MQTT_EDGE_PASSWORD": "edge-test-password",
+    "MQTT_DASHBOARD_PASSWORD": "dashboard-test-password",
+}
+SECRETS = {**MQTT_SECRETS, "WORKER_TOKEN": "compose-test-worker-token"}
+# Secrets in Kubernetes, not plain values: compose's MQTT credentials of the services.
+CREDENTIAL_ENV = {"MOBIEYE_MQTT__USERNAME", "MOBIEYE_MQTT__PASSWORD", "MOBIEYE_WORKER_TOKEN"}
 HEALTHY_WITHIN_S = 120.0
 ONLINE_WITHIN_S = 30.0
 
@@ -102,11 +114,12 @@ def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
-def load_compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """compose.yaml as compose sees it with no variables set (every default applies)."""
+def load_compose(env: Mapping[str, str] | None = None, secrets: bool = True) -> dict[str, Any]:
+    """compose.yaml as compose sees it with the broker's passwords set (docker/.env) and only
+    ``env`` besides (every other default applies); ``secrets=False``: without the passwords."""
     data = yaml.safe_load(COMPOSE.read_text())
     assert isinstance(data, dict) and isinstance(data.get("services"), dict)
-    return dict(_interpolate_tree(data, env or {}))
+    return dict(_interpolate_tree(data, {**(SECRETS if secrets else {}), **(env or {})}))
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -450,15 +463,57 @@ def test_interpolation() -> None:
         interpolate("${UNSET:?needed}", env)
 
 
+def conf_value(key: str) -> str:
+    found = [d.split(" ", 1)[1] for d in conf_directives(MOSQUITTO_CONF.read_text())
+             if d.split(" ", 1)[0] == key]  # fmt: skip
+    assert len(found) == 1, f"docker/mosquitto.conf: expected one {key}, found {found}"
+    return found[0]
+
+
+def container_path(service: Mapping[str, Any], path: str) -> Path | None:
+    """The repository file that ``service`` mounts at ``path`` (None: not a bind mount)."""
+    for mount in service_mounts(service):
+        if mount.bind and mount.target == path:
+            return (DOCKER / mount.source).resolve()
+    return None
+
+
 def test_mosquitto_config() -> None:
     mosquitto = services()["mosquitto"]
-    assert Mount("./mosquitto.conf", "/mosquitto/config/mosquitto.conf", True) in (
-        service_mounts(mosquitto)
-    )
     directives = conf_directives(MOSQUITTO_CONF.read_text())
-    assert "allow_anonymous true" in directives
+    assert "allow_anonymous false" in directives, "the broker must refuse anonymous clients"
     assert "persistence false" in directives
-    assert "password_file" in MOSQUITTO_CONF.read_text(), "say how production sets a password"
+    # The files the config names are the repository's, mounted where it looks for them.
+    assert container_path(mosquitto, "/mosquitto/config/mosquitto.conf") == MOSQUITTO_CONF
+    assert container_path(mosquitto, conf_value("acl_file")) == MOSQUITTO_ACL
+    # The password file is made at start by the script, from the variables of docker/.env.
+    command = mosquitto["command"]
+    assert command[0] == "sh" and container_path(mosquitto, command[1]) == MOSQUITTO_PASSWD_SH
+    assert command[2] == conf_value("password_file")
+    assert command[3:] == ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
+    assert set(MQTT_SECRETS) <= set(service_env(mosquitto))
+
+
+def test_compose_needs_the_broker_passwords() -> None:
+    with pytest.raises(ValueError, match=r"docker/\.env"):
+        load_compose(secrets=False)
+    optional = {k: v for k, v in SECRETS.items() if k != "MQTT_DASHBOARD_PASSWORD"}
+    assert load_compose(optional, secrets=False)["services"]["mosquitto"]
+
+
+def test_services_log_in_with_their_role() -> None:
+    """Each service's account is one the script makes from the variable it reads, and one
+    that docker/mosquitto.acl names (worker: the shared account of scaled replicas)."""
+    svc = services()
+    broker_env = service_env(svc["mosquitto"])
+    acl_users = set(re.findall(r"^user (\S+)$", MOSQUITTO_ACL.read_text(), re.MULTILINE))
+    script = MOSQUITTO_PASSWD_SH.read_text()
+    for name, account in (("worker", "worker"), ("edge", "edge")):
+        env = service_env(svc[name])
+        assert env["MOBIEYE_MQTT__USERNAME"] == account and account in acl_users
+        variable = f"MQTT_{account.upper()}_PASSWORD"
+        assert f'add {account} "${variable}"' in script
+        assert env["MOBIEYE_MQTT__PASSWORD"] == broker_env[variable] == SECRETS[variable]
 
 
 # --- the image ---------------------------------------------------------------------------------
@@ -582,10 +637,11 @@ def test_k8s_worker_matches_the_compose_worker(monkeypatch: pytest.MonkeyPatch) 
     for n in names:
         assert setting_path(n) is not None, f"{n} is no setting"
     plain = {e["name"]: str(e["value"]) for e in env_list if "value" in e}
-    assert set(names) - set(compose_env) <= K8S_ONLY_ENV
-    assert set(compose_env) - {"MOBIEYE_CONFIG"} <= set(plain)
+    assert set(names) - set(compose_env) <= K8S_ONLY_ENV | CREDENTIAL_ENV
+    # The broker's credentials: test_k8s_worker_logs_in_as_the_worker_role.
+    assert set(compose_env) - {"MOBIEYE_CONFIG"} - CREDENTIAL_ENV <= set(plain)
     for key, value in plain.items():
-        if key != "MOBIEYE_MODEL":
+        if key not in ("MOBIEYE_MODEL", "MOBIEYE_MQTT__PASSWORD"):
             assert value == compose_env[key], f"{key}: {value!r} here, {compose_env[key]!r} there"
     settings = load_with_env(monkeypatch, plain)
 
@@ -621,6 +677,28 @@ def test_k8s_worker_matches_the_compose_worker(monkeypatch: pytest.MonkeyPatch) 
                 )
 
 
+def k8s_env_from_secret(container: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """NAME -> (secret, key) for a container's variables that come from a Secret."""
+    out = {}
+    for entry in container.get("env") or []:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            out[entry["name"]] = (ref["name"], ref["key"])
+    return out
+
+
+def test_k8s_worker_logs_in_as_the_worker_role() -> None:
+    container = only_container(k8s_object(K8S_WORKER, "Deployment"))
+    plain = {e["name"]: str(e.get("value")) for e in container["env"] if "value" in e}
+    secret_env = k8s_env_from_secret(container)
+    broker_env = k8s_env_from_secret(only_container(k8s_object(K8S_MOSQUITTO, "Deployment")))
+    assert "MOBIEYE_MQTT__PASSWORD" in secret_env, "the broker refuses anonymous clients"
+    assert "MOBIEYE_WORKER_TOKEN" in secret_env, "a worker beyond loopback needs its token"
+    assert plain.get("MOBIEYE_MQTT__USERNAME") == "worker", "the replicas' shared account"
+    assert secret_env["MOBIEYE_MQTT__PASSWORD"] == broker_env["MQTT_WORKER_PASSWORD"]
+    assert "MOBIEYE_MQTT__PASSWORD" not in plain, "a password belongs in a Secret"
+
+
 def test_k8s_mosquitto_matches_compose() -> None:
     mosquitto = services()["mosquitto"]
     deployment = k8s_object(K8S_MOSQUITTO, "Deployment")
@@ -630,8 +708,22 @@ def test_k8s_mosquitto_matches_compose() -> None:
     assert conf_directives(config["data"]["mosquitto.conf"]) == conf_directives(
         MOSQUITTO_CONF.read_text()
     ), "the ConfigMap's mosquitto.conf differs from docker/mosquitto.conf"
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert "/mosquitto/config/mosquitto.conf" in mounts
+    for key, path in (
+        ("mosquitto.acl", MOSQUITTO_ACL),
+        ("mosquitto-passwd.sh", MOSQUITTO_PASSWD_SH),
+    ):
+        assert config["data"][key] == path.read_text(), f"the ConfigMap's {key} differs from {path}"
+    # Mounted where compose mounts them, run the same way, passwords from the Secret.
+    mounts = {m["mountPath"]: m.get("subPath") for m in container["volumeMounts"]}
+    for mount in service_mounts(mosquitto):
+        assert mounts.get(mount.target) == Path(mount.source).name, f"{mount.target} not mounted"
+    assert "command" not in container, "keep the image's entrypoint"
+    assert container["args"] == mosquitto["command"]
+    from_secret = k8s_env_from_secret(container)
+    assert set(from_secret) == set(MQTT_SECRETS)
+    assert {secret for secret, _ in from_secret.values()} == {"mobieye-mqtt"}
+    probe = " ".join(container["livenessProbe"]["exec"]["command"])
+    assert "-u edge" in probe and "$MQTT_EDGE_PASSWORD" in probe
     service = k8s_object(K8S_MOSQUITTO, "Service")
     container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for port in service["spec"]["ports"]:
@@ -699,27 +791,42 @@ class LocalWorker:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A real mosquitto with docker/mosquitto.conf, its listener moved to 127.0.0.1:PORT."""
+    """The compose mosquitto service as a local process: its command (the password file made
+    by docker/mosquitto-passwd.sh from the service's environment, then the broker) with its
+    container paths mapped to the mounted repository files, and docker/mosquitto.conf with
+    the listener moved to 127.0.0.1:PORT."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         need("mosquitto")
+    service = services()["mosquitto"]
     tmp = tmp_path_factory.mktemp("mosquitto")
     port = free_port()
+    local = {"/usr/sbin/mosquitto": binary, "/mosquitto/config/mosquitto.conf": str(tmp / "conf")}
+    local[conf_value("password_file")] = str(tmp / "passwd")
+
+    def here(path: str) -> str:
+        mounted = container_path(service, path)
+        return local.get(path) or (str(mounted) if mounted else path)
+
     lines = []
     for line in MOSQUITTO_CONF.read_text().splitlines():
-        if line.startswith("listener"):
+        key, _, value = line.partition(" ")
+        if key == "listener":
             lines.append(f"listener {port} 127.0.0.1")
-        elif not line.startswith("log_dest"):
+        elif key in ("password_file", "acl_file"):
+            lines.append(f"{key} {here(value.strip())}")
+        elif key != "log_dest":
             lines.append(line)
     lines.append("log_dest stderr")  # unbuffered: read while it runs
     # Run as whoever runs the tests: as root, mosquitto would switch to its own user, which a
     # user namespace (the loopback-only test sandbox) does not allow.
     lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
-    conf = tmp / "mosquitto.conf"
-    conf.write_text("\n".join(lines) + "\n")
+    (tmp / "conf").write_text("\n".join(lines) + "\n")
+    argv = [here(a) for a in service["command"]]
+    env = {**os.environ, **service_env(service)}
     log = tmp / "mosquitto.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -824,27 +931,37 @@ def test_worker_and_image_healthchecks_pass(compose_worker: LocalWorker) -> None
 def test_mosquitto_healthcheck_passes(broker: Broker) -> None:
     if shutil.which("mosquitto_sub") is None:
         need("mosquitto-clients")
-    argv = healthcheck_argv(services()["mosquitto"]["healthcheck"]["test"])
-    assert argv[argv.index("-p") + 1] == "1883"
-    argv[argv.index("-p") + 1] = str(broker.port)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    service = services()["mosquitto"]
+    argv = healthcheck_argv(service["healthcheck"]["test"])
+    assert argv[:2] == ["sh", "-c"] and " -p 1883 " in argv[2]
+    argv[2] = argv[2].replace(" -p 1883 ", f" -p {broker.port} ")
+    env = {**os.environ, **service_env(service)}  # the container's environment
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+    # And it tells: a broker that refuses the check's login is unhealthy.
+    wrong = {**env, "MQTT_EDGE_PASSWORD": "not-the-password"}
+    done = subprocess.run(argv, env=wrong, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
 
 
 def _retained_states(port: int, topic_filter: str, listen_s: float) -> list[tuple[str, bytes]]:
-    """Retained messages a fresh subscriber gets on ``topic_filter``."""
+    """Retained messages a fresh subscriber gets on ``topic_filter``, logged in as the compose
+    edge service (the read-only role)."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     got: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"compose-test-{os.getpid()}-{time.time_ns()}"
+        CallbackAPIVersion.VERSION2, client_id=f"compose-test-{os.getpid()}-{time.time_ns()}"
     )
+    edge = service_env(services()["edge"])
+    client.username_pw_set(edge["MOBIEYE_MQTT__USERNAME"], edge["MOBIEYE_MQTT__PASSWORD"])
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         c.subscribe(topic_filter, qos=1)
 
     def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        got.put((msg.topic, msg.payload, bool(msg.retain)))
+        got.put((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     client.on_connect = on_connect
     client.on_message = on_message

@@ -69,5 +69,5 @@ def test_bad_sources_are_named(tmp_path: Path) -> None:
     junk.write_bytes(b"junk" * 100)
     with pytest.raises(SourceError, match=r"junk\.mp4"):
         VideoSource(parse_source(str(junk)))
-    with pytest.raises(SourceError, match=r"127\.0\.0\.1:9"):
-        VideoSource(parse_source("http://127.0.0.1:9/video.mjpg"))
+    with pytest.raises(SourceError, match=r"127\.0\.0\.1:9.*gave up after 0\.5 s"):
+        VideoSource(parse_source("http://127.0.0.1:9/video.mjpg"), open_timeout_s=0.5)
