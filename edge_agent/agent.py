@@ -109,7 +109,7 @@ class EdgeAgent:
         self.keep_timeline = outputs.keep_timeline
         self._lost_worker: str | None = None  # the worker of the last failover, for the hello
         self.failover = Failover(settings.edge.result_timeout_s)
-        self._waiting_since: float | None = None  # first frame sent since the last result
+        self._source_down_s: float | None = None  # the last moment a live source was down
         self.sent_frames: list[SentFrame] = []
         self.results: list[ArrivedResult] = []
 
@@ -169,7 +169,6 @@ class EdgeAgent:
         if match is None:
             return
         self.stats.add(match, result, now)
-        self._waiting_since = None  # the worker answers; frames sent from now on wait anew
         if not match.in_order:
             return
         if self.controller is not None:
@@ -190,8 +189,6 @@ class EdgeAgent:
             self.on_result(result)
 
     def _on_sent(self, frame: CapturedFrame) -> None:
-        if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
         sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
         if frame.gray is not None:
             self.fallback.on_sent(frame.seq, frame.gray)
@@ -347,11 +344,9 @@ class EdgeAgent:
         last_status = 0.0
         last_control = time.monotonic()
         connected_s = time.monotonic()
-        self._waiting_since = None
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
-            await self._show_late_frames(now)
             if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
                 last_control = now
                 await self.controller.tick(now, conn.pc)
@@ -366,13 +361,17 @@ class EdgeAgent:
                 break
             will = bool(conn.worker_id and self.directory
                         and self.directory.is_offline(conn.worker_id))  # fmt: skip
+            if self._source_quiet(now):
+                self._source_down_s = now
             lost = self.failover.loss(
-                now, connected_s, self.stats.last_result_s, will, self._waiting_since
+                now, connected_s, self.stats.last_result_s, will, self._source_down_s
             )
             if lost:
                 conn.mark_lost(lost)
             if conn.lost.is_set():
                 return False
+            # Last: however long the fallback takes, the loss check above has run.
+            await self._show_late_frames(now)
         self.source.stop()
         self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
@@ -380,6 +379,13 @@ class EdgeAgent:
         if tty:
             print(file=sys.stderr)
         return True
+
+    def _source_quiet(self, now: float) -> bool:
+        """The source is reopening or has delivered nothing for a few frame periods: no
+        frames, so no results, and the worker is not to blame."""
+        last = self.source.last_frame_s
+        quiet_after = max(0.5, 3 / max(1.0, self.source.target_fps))
+        return self.source.reopening or (last is not None and now - last > quiet_after)
 
     async def _show_late_frames(self, now: float) -> None:
         """Frames past their deadline with no cloud result get the on-device fallback."""

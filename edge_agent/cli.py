@@ -57,5 +57,17 @@ def _run_edge(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(until_signalled(run_edge(settings, args)))
 
 
+def _edge_interrupted(settings: Settings, args: argparse.Namespace) -> None:
+    """Stopped before streaming began (still importing or opening the source): the report
+    says so rather than not being there."""
+    from edge_agent.report import RunStats, write_report
+    from mobieye.redact import redact_url
+
+    if args.report is not None:
+        report = RunStats(redact_url(settings.edge.source or "")).summary(None)
+        report["errors"] = ["interrupted before streaming began"]
+        write_report(args.report, report)
+
+
 DEMO = Command("demo", order=0, add_parser=_add_demo, run=_run_demo)
-EDGE = Command("edge", order=2, add_parser=_add_edge, run=_run_edge)
+EDGE = Command("edge", order=2, add_parser=_add_edge, run=_run_edge, interrupted=_edge_interrupted)

@@ -1,8 +1,8 @@
 """When the edge gives up on its worker, and whom it tries next (pure: time is passed in).
 
-A worker is lost when a frame sent to it has waited ``result_timeout_s`` for a result (time with
-nothing sent, a live source reopening, say, is not the worker's silence), or when the fleet
-reports its last will and its results have been silent for ``will_confirm_s`` too (a restarting
+A worker is lost when its results stop for ``result_timeout_s`` while the source delivers (time
+a live source spends reopening is not the worker's silence), or when the fleet reports its
+last will and its results have been silent for ``will_confirm_s`` too (a restarting
 broker sends every client's will, so a will alone proves nothing). A lost worker is tried again
 only after ``exclude_s``, or sooner when nothing else is left.
 """
@@ -29,17 +29,16 @@ class Failover:
         connected_s: float,
         last_result_s: float | None,
         will_seen: bool,
-        waiting_since_s: float | None,
+        source_down_s: float | None = None,
     ) -> str | None:
         """Why the current worker counts as lost now, or None while it is not.
 
-        ``waiting_since_s``: when the oldest frame sent since the last result was sent (None:
-        no frame waits)."""
-        if waiting_since_s is not None:
-            waited = now_s - max(waiting_since_s, connected_s)
-            if waited > self.result_timeout_s:
-                return f"no results for {self.result_timeout_s:.1f} s"
+        ``source_down_s``: the last moment the source was down (None: it never was); the
+        worker's silence counts from then at the earliest."""
         silent = now_s - max(last_result_s or 0.0, connected_s)
+        waited = now_s - max(last_result_s or 0.0, connected_s, source_down_s or 0.0)
+        if waited > self.result_timeout_s:
+            return f"no results for {self.result_timeout_s:.1f} s"
         if will_seen and silent > self.will_confirm_s:
             return "the worker went offline (MQTT last will)"
         return None

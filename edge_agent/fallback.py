@@ -24,6 +24,7 @@ class OnDeviceFallback:
         self.keep_frames = keep_frames
         self._grays: OrderedDict[int, Gray] = OrderedDict()
         self.newest: Result | None = None
+        self._moved: Result | None = None  # the last fallback: the next one moves on from it
         self.frames = 0
 
     def on_sent(self, seq: int, gray: Gray) -> None:
@@ -40,14 +41,22 @@ class OnDeviceFallback:
         base = self.newest
         if base is None:
             return None
+        # Through an outage every frame is late: moving on from the previous fallback costs one
+        # flow step per frame, where starting over from the last cloud result would cost one per
+        # frame since then (up to keep_frames) and fall behind real time.
+        moved = self._moved
+        if moved is not None and base.seq < moved.seq < seq:
+            base = moved
         self.frames += 1
         # Chain the flow through every kept frame in between: one jump over several frames
         # loses fast movers (a late result is usually only a few frames old).
         grays = [g for s, g in self._grays.items() if base.seq <= s <= seq]
         if len(grays) < 2 or len({g.shape for g in grays}) > 1 or not base.boxes:
-            return base.model_copy(update={"seq": seq})
+            self._moved = base.model_copy(update={"seq": seq})
+            return self._moved
         h, w = grays[0].shape
-        moved = propagate(grays, Detections.from_wire(base.boxes, w, h))
+        boxes = propagate(grays, Detections.from_wire(base.boxes, w, h))
         names = {b.cls: b.label for b in base.boxes}
-        boxes = moved.to_wire(w, h, names)
-        return base.model_copy(update={"seq": seq, "boxes": boxes, "source": "track"})
+        wire = boxes.to_wire(w, h, names)
+        self._moved = base.model_copy(update={"seq": seq, "boxes": wire, "source": "track"})
+        return self._moved

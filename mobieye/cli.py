@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from mobieye.cli_flags import EPILOG
 from mobieye.commands import Command, all_commands
 from mobieye.config import load_settings
 from mobieye.errors import MobiEyeError
-from mobieye.runtime import setup_logging
+from mobieye.runtime import interrupt_on_sigterm, setup_logging
 
 log = logging.getLogger("mobieye")
 
@@ -75,19 +76,31 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    commands = {c.name: c for c in all_commands()}
-    args = build_parser(list(commands.values())).parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C (finally blocks run) until a command installs its own
+    # handling; while the command line is parsed both wait, so that whenever one comes, the
+    # command's own clean-up (the edge's report) sees it.
+    interrupt_on_sigterm()
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
-        settings = load_settings(args.config, overrides_from(args))
-        setup_logging(settings.log_level)
-        return commands[args.command].run(settings, args)
-    except MobiEyeError as exc:
-        print(f"mobieye {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except asyncio.CancelledError:  # stopped by a signal before it could finish cleanly
-        return 143
+        commands = {c.name: c for c in all_commands()}
+        args = build_parser(list(commands.values())).parse_args(argv)
+        command = commands[args.command]
+        settings = None
+        try:
+            settings = load_settings(args.config, overrides_from(args))
+            setup_logging(settings.log_level)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # a pending one lands here
+            return command.run(settings, args)
+        except MobiEyeError as exc:
+            print(f"mobieye {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, asyncio.CancelledError):  # stopped before it finished
+            if settings is not None and command.interrupted is not None:
+                command.interrupted(settings, args)
+            return 130
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 if __name__ == "__main__":

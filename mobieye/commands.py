@@ -24,6 +24,9 @@ class Command:
     order: int  # position in ``mobieye --help``
     add_parser: Callable[[SubParsers[argparse.ArgumentParser]], None]
     run: Callable[[Settings, argparse.Namespace], int]
+    # Called when SIGTERM or SIGINT stopped the command before it could finish on its own
+    # (the edge writes a report that says so).
+    interrupted: Callable[[Settings, argparse.Namespace], None] | None = None
 
 
 def _bench(sub: SubParsers[argparse.ArgumentParser]) -> None:
@@ -34,10 +37,9 @@ def _bench(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
 def _run_bench(settings: Settings, args: argparse.Namespace) -> int:
     from mobieye.bench import run_bench
-    from mobieye.runtime import interrupt_on_sigterm
 
-    # SIGTERM unwinds like Ctrl-C: every worker, agent and namespace it started is stopped.
-    interrupt_on_sigterm()
+    # SIGTERM unwinds like Ctrl-C (mobieye.cli): every worker, agent and namespace it started
+    # is stopped on the way out.
     return run_bench(settings, args)
 
 

@@ -7,23 +7,21 @@ from edge_agent.failover import Failover
 
 def test_silence_past_the_timeout_loses_the_worker() -> None:
     f = Failover(result_timeout_s=2.0)
-    kw = {"now_s": 11.0, "connected_s": 10.0, "last_result_s": None, "will_seen": False}
-    assert f.loss(**kw, waiting_since_s=10.1) is None  # type: ignore[arg-type]
-    assert f.loss(12.5, 10.0, None, False, 10.1) == "no results for 2.0 s"  # never answered
-    assert f.loss(12.5, 10.0, 12.0, False, 12.1) is None  # answering
-    assert f.loss(14.5, 10.0, 12.0, False, 12.1) == "no results for 2.0 s"
-    # Nothing sent (the source is reopening): silence is not the worker's fault.
-    assert f.loss(30.0, 10.0, 12.0, False, None) is None
-    # Frames sent again after the gap: the wait counts from the first of them.
-    assert f.loss(31.0, 10.0, 12.0, False, 30.0) is None
-    assert f.loss(32.5, 10.0, 12.0, False, 30.0) == "no results for 2.0 s"
+    assert f.loss(now_s=11.0, connected_s=10.0, last_result_s=None, will_seen=False) is None
+    assert f.loss(12.5, 10.0, None, False) == "no results for 2.0 s"  # connected, never answered
+    assert f.loss(12.5, 10.0, 12.0, False) is None  # answering
+    assert f.loss(14.5, 10.0, 12.0, False) == "no results for 2.0 s"
+    # The source was down until 29.5 (a camera reopening): silence counts from then.
+    assert f.loss(30.0, 10.0, 12.0, False, source_down_s=29.5) is None
+    assert f.loss(31.0, 10.0, 12.0, False, source_down_s=29.5) is None
+    assert f.loss(32.0, 10.0, 12.0, False, source_down_s=29.5) == "no results for 2.0 s"
 
 
 def test_a_will_counts_only_once_results_stop_too() -> None:
     f = Failover(result_timeout_s=2.0)
     # A restarting broker sends every client's will: results still flowing win.
-    assert f.loss(20.0, 10.0, 19.9, True, None) is None
-    assert f.loss(20.0, 10.0, 19.0, True, None) == "the worker went offline (MQTT last will)"
+    assert f.loss(20.0, 10.0, 19.9, will_seen=True) is None
+    assert f.loss(20.0, 10.0, 19.0, will_seen=True) == "the worker went offline (MQTT last will)"
 
 
 def test_a_lost_worker_waits_before_it_is_tried_again() -> None:
