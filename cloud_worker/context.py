@@ -45,6 +45,15 @@ class WorkerContext:
     def model_labels(self) -> list[str]:
         return list(self.detectors)
 
+    def model_hashes(self) -> dict[str, str]:
+        """label -> SHA-256 of each model served (once loaded)."""
+        out = {}
+        for label, (detector, _) in self.detectors.items():
+            digest = getattr(detector, "sha256", None)  # stock names downloaded have none
+            if isinstance(digest, str):
+                out[label] = digest
+        return out
+
     def detector_busy_s(self) -> float:
         """Wall time spent inside the detectors so far (0 while loading)."""
         return self.pool.busy_s if self.pool is not None else 0.0

@@ -46,7 +46,9 @@ def build_detectors(settings: Settings) -> dict[str, tuple[Detector, float]]:
         return {label: (detector, 0.0)}
     out: dict[str, tuple[Detector, float]] = {}
     for rung in settings.ladder:
-        cfg = settings.detector.model_copy(update={"model": rung.path, "imgsz": rung.imgsz})
+        cfg = settings.detector.model_copy(
+            update={"model": rung.path, "imgsz": rung.imgsz, "sha256": rung.sha256}
+        )
         out[rung.label] = (UltralyticsDetector(cfg), rung.accuracy)
     return out
 

@@ -35,6 +35,7 @@ async def healthz(state: Worker) -> JSONResponse:
     body = {
         "worker_id": state.worker_id,
         "models": state.model_labels(),
+        "model_sha256": state.model_hashes(),
         "streams": len(state.sessions),
         "max_streams": state.settings.worker.max_streams,
     }

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from mobieye.config import DetectorConfig
 from mobieye.detections import Detections
 from mobieye.errors import ModelError
+from mobieye.models.digest import verified_digest
 from mobieye.runtime import configure_ultralytics_env
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,18 @@ class UltralyticsDetector:
         self.ref = resolve_model(cfg.model, allow_untrained)
         self.name = self.ref.name
         self.names: dict[int, str] = {}
+        self.sha256: str | None = None  # of the file served, once loaded
         self._model: Any = None
 
     def load(self) -> None:
-        """Load weights and warm up; raises ModelError naming the path on any failure."""
+        """Load weights and warm up; raises ModelError naming the path on any failure (and
+        both hashes when the file is not the one ``sha256`` names)."""
         configure_ultralytics_env()
         started = time.perf_counter()
+        if self.ref.path is not None:
+            self.sha256 = verified_digest(self.ref.path, self.cfg.sha256)
+        elif self.cfg.sha256 is not None:
+            raise ModelError(f"model {self.ref.spec}: a sha256 needs a local file to check")
         try:
             import torch
             from ultralytics.models import YOLO

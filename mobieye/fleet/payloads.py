@@ -38,7 +38,10 @@ class WorkerState(Payload):
     id: Id
     status: Literal["online", "offline"]
     url: str | None = Field(default=None, description="Signalling base URL (POST url/offer).")
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, max_length=64)
+    model_sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict, max_length=64, description="SHA-256 of each model it serves."
+    )
     capacity: int = Field(default=0, ge=0, description="Most streams this worker takes.")
     streams: int = Field(default=0, ge=0, description="Streams it serves now.")
     load: NonNegative = Field(

@@ -52,6 +52,7 @@ class PresentWorker(Protocol):
     @property
     def streams(self) -> Mapping[str, ServedStream]: ...
     def model_labels(self) -> list[str]: ...
+    def model_hashes(self) -> dict[str, str]: ...
     def detector_busy_s(self) -> float: ...
     def detector_problem(self) -> str | None: ...
 
@@ -65,7 +66,8 @@ def advertised_url(settings: Settings) -> str:
     host = settings.worker.host
     if host in ("0.0.0.0", "::"):
         host = socket.gethostbyname(socket.gethostname())
-    return f"http://{host}:{settings.worker.port}"
+    scheme = "https" if settings.worker.tls or settings.worker.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.worker.port}"
 
 
 class FleetPresence:
@@ -125,6 +127,7 @@ class FleetPresence:
             status="online",
             url=self.url,
             models=self.state.model_labels(),
+            model_sha256=self.state.model_hashes(),
             capacity=self.settings.worker.max_streams,
             streams=len(self.state.streams),
             load=self._load(),

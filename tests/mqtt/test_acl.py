@@ -529,6 +529,9 @@ class FakeWorker:
     def model_labels(self) -> list[str]:
         return ["yolox_nano"]
 
+    def model_hashes(self) -> dict[str, str]:
+        return {"yolox_nano": "0" * 64}
+
     def detector_busy_s(self) -> float:
         return 0.0
 
