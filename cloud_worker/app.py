@@ -78,6 +78,7 @@ def create_app(
                 log.exception("worker %s: stats period failed", worker_id)
 
     def tick(problem: str | None) -> str | None:
+        state.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
         for session in list(state.sessions.values()):
             session.send_stats(len(state.sessions))
             session.check_timeouts()

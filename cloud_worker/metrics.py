@@ -107,6 +107,11 @@ class WorkerMetrics:
         self.offers_refused = Counter(
             "mobieye_offers_refused", "Offers answered with an error", ["reason"], registry=r
         )
+        self.asyncio_tasks = Gauge(
+            "mobieye_asyncio_tasks",
+            "Tasks on the worker's event loop (a leak grows it)",
+            registry=r,
+        )
         self.requests_refused = Counter(
             "mobieye_requests_refused",
             "Requests refused before any route ran (credentials, media type, size)",

@@ -81,7 +81,13 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "and fails (exit 1) unless detections kept completing for every stream in every window, "
         "its boxes stayed young, /healthz stayed ok and the worker log holds no traceback.",
     )
-    soak.add_argument("--soak", action="store_true", help="run the soak instead of the modes")
+    soak.add_argument(
+        "--soak", nargs="?", type=float, const=10.0, metavar="MINUTES",
+        help="run the soak for MINUTES (default 10; --duration, in seconds, wins) instead of "
+        "the modes; it also records the worker's RSS, file descriptors, threads, asyncio tasks "
+        "and the latency per minute, and fails on RSS growth over 5%% after the first minute "
+        "or on latency drifting up",
+    )  # fmt: skip
     soak.add_argument(
         "--window", type=float, default=60.0, help="seconds per judged window (default 60)"
     )

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -22,12 +24,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 import yaml
 
 from mobieye.bench.components import machine
 from mobieye.bench.modes import mode_settings
 from mobieye.bench.report import pyplot
 from mobieye.bench.run import Loopback, bench_env, stop_process, wait_healthy
+from mobieye.bench.soak_resources import ResourceLimits, resource_problems, resource_windows
 from mobieye.bench.soak_score import SoakLimits, problems, windows
 from mobieye.config import LadderModel, Settings
 from mobieye.errors import MobiEyeError
@@ -35,6 +39,7 @@ from mobieye.runtime import die_with_parent, free_port
 
 WIDTHS = (640, 480, 352)  # the sizes streams move between; each starts at a different one
 HEALTH_PERIOD_S = 1.0
+WARMUP_S = 60.0  # memory is judged from here on: models, codecs and caches settle first
 
 
 def _read_trace(path: Path) -> list[dict[str, Any]]:
@@ -56,16 +61,34 @@ def _start_worker(env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[
     )
 
 
-async def _watch_health(url: str, log: list[dict[str, Any]], stop: asyncio.Event) -> None:
+async def _watch_health(
+    url: str, pid: int, log: list[dict[str, Any]], usage: list[dict[str, Any]], stop: asyncio.Event
+) -> None:
+    """/healthz and the worker's resources once a second (asyncio tasks from /metrics)."""
+    process = psutil.Process(pid)
+    started = time.monotonic()
     async with httpx.AsyncClient(trust_env=False, timeout=2) as client:
         while not stop.is_set():
             t = time.monotonic()
             try:
                 r = await client.get(url + "/healthz")
                 log.append({"t": t, "status": r.status_code, "error": r.json().get("error")})
+                metrics = (await client.get(url + "/metrics")).text
             except (httpx.HTTPError, ValueError) as exc:
                 log.append({"t": t, "status": None, "error": repr(exc)})
+                metrics = ""
+            with contextlib.suppress(psutil.Error):
+                usage.append({"t": t - started, "rss": process.memory_info().rss,
+                              "fds": process.num_fds(), "threads": process.num_threads(),
+                              "tasks": _gauge(metrics, "mobieye_asyncio_tasks")})  # fmt: skip
             await asyncio.sleep(HEALTH_PERIOD_S)
+
+
+def _gauge(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 async def _soak(
@@ -83,6 +106,7 @@ async def _soak(
     env = {**bench_env(), "MOBIEYE_CONFIG": str(work / "worker.yaml")}
     agents: list[subprocess.Popen[bytes]] = []
     health: list[dict[str, Any]] = []
+    usage: list[dict[str, Any]] = []
     stop = asyncio.Event()
     with log_path.open("wb") as log_file:
         worker = _start_worker(env, log_file)
@@ -102,7 +126,7 @@ async def _soak(
                 argv = [sys.executable, "-m", "edge_agent.bench_agent", str(work / f"spec{i}.json"),
                         str(work / f"out{i}.json")]  # fmt: skip
                 agents.append(topology.popen_edge(argv, bench_env()))
-            watcher = asyncio.create_task(_watch_health(url, health, stop))
+            watcher = asyncio.create_task(_watch_health(url, worker.pid, health, usage, stop))
             started = time.monotonic()
             waits = [asyncio.create_task(asyncio.to_thread(a.wait)) for a in agents]
             while not all(w.done() for w in waits):
@@ -125,6 +149,7 @@ async def _soak(
     return {
         "codes": codes,
         "health": health,
+        "usage": usage,
         "worker_streams": summaries,
         "reports": [
             json.loads((work / f"out{i}.json").read_text())["report"] for i in range(streams)
@@ -132,6 +157,22 @@ async def _soak(
         "traces": {f"soak-{i}": _read_trace(work / f"soak-{i}.jsonl") for i in range(streams)},
         "log": log_path.read_text(errors="replace"),
     }
+
+
+def _first_capture(traces: dict[str, list[dict[str, Any]]]) -> float:
+    starts = [r["capture_s"] for records in traces.values() for r in records if "capture_s" in r]
+    return min(starts) if starts else 0.0
+
+
+def _resource_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "| window from (s) | worker RSS (MB) | fds | threads | asyncio tasks | "
+             "latency p50 / p95 / p99 (ms) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lat = r["latency_ms"]
+        lines.append(f"| {r['t0_s']:.0f} | {r['rss_mb']} | {r['fds']} | {r['threads']} | "
+                     f"{r['tasks'] if r['tasks'] is not None else '?'} | {lat['p50']} / "
+                     f"{lat['p95']} / {lat['p99']} |")  # fmt: skip
+    return lines
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -156,6 +197,7 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {stream} | {len(wins)} | {min(shares):.3f} / {sum(shares) / len(shares):.3f} | "
             f"{max(p95s)} | {max(maxes)} | {', '.join(sizes)} | {boxes} / {results} |"
         )
+    lines += _resource_table(result.get("resources", []))
     v = result["verdict"]
     lines += [
         "",
@@ -191,6 +233,31 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_resources(result: dict[str, Any], path: Path) -> None:
+    rows = result.get("resources") or []
+    if not rows:
+        return
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    minutes = [r["t0_s"] / 60 for r in rows]
+    top.plot(minutes, [r["rss_mb"] for r in rows], marker="o", color="#1f77b4")
+    first = rows[min(1, len(rows) - 1)]["rss_mb"]
+    top.axhline(first * 1.05, color="#d62728", linestyle="--", label="+5% over minute 1")
+    top.set_ylabel("worker RSS (MB)")
+    top.legend(fontsize=8)
+    for key, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+        bottom.plot(minutes, [r["latency_ms"][key] for r in rows], style, marker=".", label=key)
+    bottom.set_ylabel("latency (ms)")
+    bottom.set_xlabel("minute of the soak")
+    bottom.legend(fontsize=8, ncol=3)
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    top.set_title(f"soak: {result['streams']} streams, worker memory and latency per minute")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run_soak(
     settings: Settings, args: argparse.Namespace, ladder: list[LadderModel],
     note: Callable[[str], None],
@@ -202,7 +269,7 @@ def run_soak(
         raise MobiEyeError(f"--soak takes one stream count, got --streams {args.streams}") from exc
     if streams < 2:
         raise MobiEyeError("--soak needs at least 2 streams (--streams N)")
-    duration = args.duration or 600.0
+    duration = args.duration or args.soak * 60
     window = args.window
     if duration < 2 * window:
         raise MobiEyeError(f"--duration {duration:.0f} s is under two --window {window:.0f} s")
@@ -230,6 +297,12 @@ def run_soak(
     bad = [h for h in run["health"] if h["status"] != 200]
     if bad:
         found.append(f"/healthz was not ok {len(bad)} time(s), first: {bad[0]['error']}")
+    latencies = [(r["capture_s"] - _first_capture(run["traces"]), r["latency_ms"])
+                 for records in run["traces"].values() for r in records
+                 if "capture_s" in r and "latency_ms" in r]  # fmt: skip
+    resources = resource_windows(run["usage"], latencies, window)
+    warmup = max(1, math.ceil(WARMUP_S / window))
+    found += resource_problems(resources, ResourceLimits(warmup_windows=warmup))
     summaries = run["worker_streams"]["recent"] + run["worker_streams"]["active"]
     restarts = sum(1 for line in log_lines if "detector thread died" in line)
     result = {
@@ -242,6 +315,7 @@ def run_soak(
         "resize_every_s": args.resize_every,
         "limits": vars(limits),
         "windows": per_stream,
+        "resources": resources,
         "reports": run["reports"],
         "worker_streams": summaries,
         "verdict": {
@@ -253,11 +327,12 @@ def run_soak(
             "health_checks": len(run["health"]),
             "health_not_ok": len(bad),
         },
-        "files": str(work),
+        "files": work.name,  # beside --out: a relative name, so the JSON can be moved
     }
     md = _markdown(result)
     out.with_suffix(".md").write_text(md)
     _plot(result, out.with_name(out.stem + "_windows.png"))
+    _plot_resources(result, out.with_name(out.stem + "_resources.png"))
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out)

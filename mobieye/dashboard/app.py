@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from mobieye.config import FleetConfig, MqttConfig
 from mobieye.dashboard.api import ApiError
 from mobieye.dashboard.api import router as api_router
-from mobieye.dashboard.auth import TokenAuth
+from mobieye.dashboard.auth import PhoneGrants, TokenAuth
 from mobieye.dashboard.page_routes import router as pages_router
 from mobieye.dashboard.proxy import router as proxy_router
 from mobieye.dashboard.store import FleetStore
@@ -90,6 +90,7 @@ def create_dashboard_app(
     app.state.link = link
     app.state.mqtt = mqtt_cfg
     app.state.access = access or WorkerAccess()
+    app.state.grants = PhoneGrants()
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Response:
@@ -122,5 +123,5 @@ def create_dashboard_app(
     app.include_router(pages_router)
     # check_dir=False: an install without the assets still serves the API (pages lose scripts).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
-    app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(TokenAuth, token=token, grants=app.state.grants)
     return app

@@ -80,6 +80,36 @@ class Sessions:
         return len(self._expiry)
 
 
+class PhoneGrants(Sessions):
+    """Short-lived, single-stream grants for a phone's camera: a grant opens the /phone page
+    and its script, and is used up by the one offer it makes. Never the dashboard's token (a
+    phone holding it could command the fleet), never a worker's."""
+
+    def __init__(self, ttl_s: float = 600.0, max_grants: int = 100) -> None:
+        super().__init__(ttl_s, max_grants)
+
+    def consume(self, grant: str) -> bool:
+        if not self.valid(grant):
+            return False
+        del self._expiry[_digest(grant)]
+        return True
+
+
+GRANT_PAGES = frozenset({"/phone", "/static/phone.js", "/static/live.js", "/favicon.svg"})
+GRANT_OFFER = "/api/phone/offer"
+GRANT_COOKIE = "mobieye_grant"
+
+
+def _cookie(headers: list[str], name: str) -> str | None:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load("; ".join(headers))
+    except Exception:  # a garbled Cookie header holds nothing
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -87,12 +117,20 @@ def _digest(value: str) -> str:
 class TokenAuth:
     """Pure ASGI middleware (HTTP and WebSocket alike) guarding every path but OPEN_PATHS."""
 
-    def __init__(self, app: ASGIApp, token: str, sessions: Sessions | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        sessions: Sessions | None = None,
+        grants: PhoneGrants | None = None,
+    ) -> None:
         if not token:
             raise ConfigError("the dashboard token must not be empty")
         self.app = app
         self._token = token.encode()
-        self.sessions = sessions or Sessions()
+        # Not `or`: an empty store is falsy (it has a length), and must still be the one shared.
+        self.sessions = sessions if sessions is not None else Sessions()
+        self.grants = grants if grants is not None else PhoneGrants()
 
     def token_ok(self, candidate: str) -> bool:
         return hmac.compare_digest(candidate.encode(), self._token)
@@ -113,6 +151,16 @@ class TokenAuth:
             await self.app(scope, receive, send)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        path = scope["path"]
+        grant = query.get("grant", [None])[-1]
+        if scope["type"] == "http" and path == "/phone" and grant and self.grants.valid(grant):
+            # The page's scripts and its offer carry the grant as a cookie from here on.
+            await self.app(scope, receive, self._with_cookie(send, scope, GRANT_COOKIE, grant))
+            return
+        held = _cookie(cookies, GRANT_COOKIE)
+        if scope["type"] == "http" and held is not None and self._grant_ok(path, held):
+            await self.app(scope, receive, send)
+            return
         given = query.get("token", [None])[-1]
         is_page = scope["type"] == "http" and not scope["path"].startswith("/api/")
         if is_page and given is not None and self.token_ok(given):
@@ -122,6 +170,12 @@ class TokenAuth:
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
             return
         await _unauthorized(send)
+
+    def _grant_ok(self, path: str, grant: str) -> bool:
+        """A phone's grant opens its page and scripts, and its one offer uses it up."""
+        if path in GRANT_PAGES:
+            return self.grants.valid(grant)
+        return path == GRANT_OFFER and self.grants.consume(grant)
 
     def _bearer_ok(self, value: str | None) -> bool:
         return bearer_matches(value, self._token.decode())
@@ -137,11 +191,12 @@ class TokenAuth:
         morsel = jar.get(COOKIE)
         return morsel is not None and self.sessions.valid(morsel.value)
 
-    def _with_cookie(self, send: Send, scope: Scope) -> Send:
-        sid = self.sessions.create()
-        cookie = (
-            f"{COOKIE}={sid}; Path=/; Max-Age={int(self.sessions.ttl_s)}; HttpOnly; SameSite=Strict"
-        )
+    def _with_cookie(
+        self, send: Send, scope: Scope, name: str = COOKIE, value: str | None = None
+    ) -> Send:
+        ttl = self.grants.ttl_s if name == GRANT_COOKIE else self.sessions.ttl_s
+        value = value or self.sessions.create()
+        cookie = f"{name}={value}; Path=/; Max-Age={int(ttl)}; HttpOnly; SameSite=Strict"
         if scope.get("scheme") == "https":
             cookie += "; Secure"
 

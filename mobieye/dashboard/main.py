@@ -90,9 +90,14 @@ async def serve_dashboard(
         print(f"MobiEye dashboard: {url}", flush=True)
         if host in WILDCARDS:
             # What to type on a phone on the same network (its camera needs HTTPS).
+            # A phone gets a grant for one stream, not the token (which commands the fleet).
+            scheme = "https" if tls is not None else "http"
             for ip in local_addresses():
-                phone = dashboard_url(ip, bound_port, secret, https=tls is not None)
-                print(f"  from another device: {phone.replace('/?', '/phone?')}", flush=True)
+                shown = f"[{ip}]" if ":" in ip else ip
+                grant = app.state.grants.create()
+                print(f"  a phone's camera: {scheme}://{shown}:{bound_port}/phone?grant={grant} "
+                      "(one stream, within 10 minutes; more: POST /api/phone/grants)",
+                      flush=True)  # fmt: skip
         if generated:
             print(f"(token generated for this run; set {TOKEN_ENV} to keep one)", flush=True)
         if ready is not None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from mobieye.dashboard.api import Store
+from mobieye.dashboard.auth import PhoneGrants
 from mobieye.dashboard.store import FleetStore
 from mobieye.dashboard.views import WorkerView
 from mobieye.fleet.access import WorkerAccess, WorkerNotTrusted
@@ -128,6 +129,18 @@ async def phone_offer(request: Request, fleet: Store, access: Access) -> Respons
             return r
     why = "; ".join(refusals) or "no live worker with room is known"
     return _error(503, f"no worker took the stream: {why}")
+
+
+@router.post("/api/phone/grants")
+async def phone_grant(request: Request) -> JSONResponse:
+    """A link for a phone to stream its camera once, within the next ten minutes, without the
+    dashboard's token: open the returned ``path`` on the phone (over HTTPS)."""
+    grants: PhoneGrants = request.app.state.grants
+    grant = grants.create()
+    return JSONResponse(
+        {"path": f"/phone?grant={grant}", "expires_in_s": int(grants.ttl_s)},
+        headers={"cache-control": "no-store"},
+    )
 
 
 @router.get("/api/streams/{stream_id}/mjpeg", response_model=None)

@@ -263,3 +263,32 @@ def test_cli_without_a_broker_says_what_to_pass(tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode == 2 and "--broker" in r.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_phone_grant_opens_the_phone_page_and_one_offer_only(
+    dashboard: Dashboard,
+) -> None:
+    async with dashboard.client() as operator:
+        r = await operator.post("/api/phone/grants")
+        assert r.status_code == 200, r.text
+        path = r.json()["path"]
+        assert path.startswith("/phone?grant=") and dashboard.token not in path
+    async with dashboard.client(auth=False) as phone:
+        assert (await phone.post("/api/phone/grants")).status_code == 401  # grants need the token
+        page = await phone.get(path)
+        assert page.status_code == 200 and "mobieye_grant=" in page.headers["set-cookie"]
+        assert (await phone.get("/static/phone.js")).status_code == 200
+        assert (await phone.get("/static/live.js")).status_code == 200
+        # The grant opens nothing of the operator's: not the fleet, not its commands.
+        assert (await phone.get("/")).status_code == 401
+        assert (await phone.get("/api/workers")).status_code == 401
+        r = await phone.post("/api/streams/any/set", json={"sla_ms": 50})
+        assert r.status_code == 401
+        # Its one offer uses it up (no worker here: refused, but the grant is spent).
+        r = await phone.post("/api/phone/offer", json={"sdp": "v=0", "type": "offer"})
+        assert r.status_code == 503, r.text
+        r = await phone.post("/api/phone/offer", json={"sdp": "v=0", "type": "offer"})
+        assert r.status_code == 401
+    async with dashboard.client(auth=False) as stranger:
+        assert (await stranger.get("/phone?grant=made-up")).status_code == 401

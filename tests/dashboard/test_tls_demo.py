@@ -130,11 +130,13 @@ def test_dashboard_on_every_interface_prints_phone_urls_its_certificate_covers(
         deadline = time.monotonic() + 5
         phone = None
         while phone is None and time.monotonic() < deadline:
-            found = re.search(r"from another device: (https://\S+)", log.read_text())
+            found = re.search(r"a phone's camera: (https://\S+)", log.read_text())
             phone = found.group(1) if found else None
             time.sleep(0.1)
         assert phone is not None, log.read_text()
-        assert phone.startswith(f"https://{lan_address}:") and f"/phone?token={token}" in phone
+        # A grant for one stream, never the token (a phone holding it could command the fleet).
+        assert phone.startswith(f"https://{lan_address}:") and "/phone?grant=" in phone
+        assert token not in log.read_text().split("a phone's camera:")[1]
         cert = cache / "tls" / "dashboard-cert.pem"
         assert certificate_covers(cert, [lan_address, "cam.example", "localhost", "127.0.0.1"])
         # The phone's URL verifies against the certificate: HTTPS with the right name.
@@ -142,6 +144,10 @@ def test_dashboard_on_every_interface_prints_phone_urls_its_certificate_covers(
             verify=ssl.create_default_context(cafile=cert), trust_env=False, timeout=5
         ) as client:
             assert client.get(phone).status_code == 200
+            base = phone.split("/phone?")[0]
+            assert client.get(base + "/static/phone.js").status_code == 200  # the grant cookie
+            assert client.get(base + "/").status_code == 401  # ...opens nothing else
+            assert client.get(base + "/api/workers").status_code == 401
     finally:
         stop(proc)
 

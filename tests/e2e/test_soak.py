@@ -50,4 +50,12 @@ def test_detections_keep_completing_for_every_stream_in_every_window(
     for report in result["reports"]:
         assert report["frames_with_boxes"] > 0.8 * report["frames_with_result"], report
     assert (tmp_path / "soak_windows.png").stat().st_size > 10_000
+    # The worker's resources, every window: sampled, not absent.
+    rows = result["resources"]
+    assert len(rows) >= DURATION_S // WINDOW_S
+    for row in rows:
+        assert row["rss_mb"] > 100 and row["fds"] > 0 and row["threads"] > 0, row
+        assert row["tasks"] is not None and row["tasks"] > 0, row
+        assert row["latency_ms"]["p95"] is not None, row
+    assert (tmp_path / "soak_resources.png").stat().st_size > 10_000
     assert (tmp_path / "soak-files" / "worker.log").is_file()
