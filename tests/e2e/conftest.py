@@ -16,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
+from mobieye.mqtt.broker import MosquittoProcess
 from mobieye.runtime import free_port
 
 
@@ -48,6 +49,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoProcess]:
+    """A real Mosquitto on a free 127.0.0.1 port, for one test."""
+    mosquitto = MosquittoProcess()
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,14 +20,6 @@ from mobieye.mqtt.broker import MosquittoProcess
 from tests.e2e.conftest import free_port, stop
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoProcess]:
-    mosquitto = MosquittoProcess()
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
 
 
 def start_worker(

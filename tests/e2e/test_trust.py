@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -62,14 +61,6 @@ def run_edge(*args: str, env: dict[str, str], timeout: float = 90) -> tuple[int,
     r = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
                        timeout=timeout)  # fmt: skip
     return r.returncode, r.stderr
-
-
-@pytest.fixture
-def broker() -> Iterator[MosquittoProcess]:
-    mosquitto = MosquittoProcess()
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
 
 
 def test_signalling_over_https_with_a_pinned_certificate(
