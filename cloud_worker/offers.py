@@ -4,7 +4,6 @@ WebRTC: aiortc parses only what passed these checks)."""
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 
 from fastapi import Request
@@ -41,7 +40,8 @@ def check_sdp(sdp: str) -> str | None:
     second video) would be decoded or queued for nobody."""
     if not sdp.startswith("v=0"):
         return "SDP must start with 'v=0'"
-    media = Counter(m.split(" ", 1)[0] for m in re.findall(r"^m=(\S+)", sdp, re.MULTILINE))
+    # Lines as aiortc splits them (str.splitlines: a bare \r ends a line too).
+    media = Counter(line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m="))
     if not media["video"]:
         return "SDP offers no video (no 'm=video' line)"
     if media["video"] > 1:
@@ -52,6 +52,15 @@ def check_sdp(sdp: str) -> str | None:
     if other:
         return f"SDP offers {', '.join(other)}: only one video and a data channel are taken"
     return None
+
+
+def sdp_rejection(exc: BaseException) -> str:
+    """What aiortc's refusal says; its parser checks with bare asserts, which say nothing."""
+    said = str(exc).strip()
+    kind = type(exc).__name__
+    if not said or isinstance(exc, AssertionError):
+        return f"aiortc could not parse it ({kind}{': ' + said if said else ''})"
+    return f"{said[:300]} ({kind})"
 
 
 async def read_offer(

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_worker.context import WorkerContext
-from cloud_worker.offers import read_offer, refuse
+from cloud_worker.offers import read_offer, refuse, sdp_rejection
 from cloud_worker.session import StreamSession
 from cloud_worker.viewers import check_view_sdp
 from mobieye.clock import FrameClock
@@ -60,7 +60,7 @@ async def streams(state: Worker) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: Worker) -> Response:
     state.metrics.streams.set(len(state.sessions))
     return PlainTextResponse(
@@ -95,7 +95,7 @@ async def view(request: Request, state: Worker) -> JSONResponse:
     try:
         answer = await state.viewers.open_webrtc(session, req.sdp)
     except Exception as exc:  # aiortc raises assorted errors on bad SDP
-        return refuse(400, f"bad offer: SDP rejected: {exc}", state, "view_sdp")
+        return refuse(400, f"bad offer: SDP rejected: {sdp_rejection(exc)}", state, "view_sdp")
     return JSONResponse({"sdp": answer.sdp, "type": answer.type, "stream_id": req.stream_id})
 
 
@@ -152,7 +152,7 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
         await pc.setLocalDescription(answer)
     except Exception as exc:  # aiortc raises assorted errors on bad SDP
         await session.close()
-        return refuse(400, f"bad offer: SDP rejected: {exc}", state, "sdp")
+        return refuse(400, f"bad offer: SDP rejected: {sdp_rejection(exc)}", state, "sdp")
     log.info("stream %s: offer accepted (%d active)", stream_id, len(state.sessions))
     if state.fleet is not None:
         state.fleet.stream_started(session)

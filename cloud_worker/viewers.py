@@ -57,7 +57,7 @@ def relay_copy(frame: VideoFrame) -> VideoFrame:
 
 def check_view_sdp(sdp: str) -> str | None:
     """A viewer only receives: any media it would send nobody reads, and aiortc would queue it."""
-    for section in sdp.split("\nm=")[1:]:
+    for section in "\n".join(sdp.splitlines()).split("\nm=")[1:]:  # lines as aiortc splits them
         if not section.startswith(("audio", "video")):
             continue
         lines = {line.strip() for line in section.splitlines()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -44,6 +45,6 @@ def validation_problems(exc: _HasErrors, with_input: bool = False) -> list[str]:
         where = ".".join(str(p) for p in err["loc"])
         text = f"{where}: {err['msg']}" if where else err["msg"]
         if with_input and "input" in err:
-            text += f" (got {err['input']!r})"
+            text += f" (got {reprlib.repr(err['input'])})"  # bounded: aliases can expand a lot
         out.append(text)
     return out

@@ -19,7 +19,8 @@ PROTOCOL_VERSION = 1
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # NaN and Infinity would be encoded as null, which the peer then refuses: refuse them here.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class Hello(_Msg):

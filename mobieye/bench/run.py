@@ -19,6 +19,7 @@ import yaml
 
 from mobieye.bench.components import cpu_seconds
 from mobieye.config import Settings
+from mobieye.credentials import generate_token
 from mobieye.errors import MobiEyeError
 from mobieye.runtime import die_with_parent, free_port
 
@@ -102,6 +103,10 @@ async def run_mode(
     workers: int = 1,
 ) -> ModeRun:
     """``streams`` edge agents spread round-robin over ``workers`` worker processes."""
+    if not settings.worker.token:
+        # Over an emulated link the workers listen beyond loopback, which wants a token.
+        worker = settings.worker.model_copy(update={"token": generate_token()})
+        settings = settings.model_copy(update={"worker": worker})
     ports = [free_port() if topology.loopback else 8000 + w for w in range(workers)]
     urls = [f"http://{topology.worker_host}:{port}" for port in ports]
     with tempfile.TemporaryDirectory(prefix=f"mobieye-bench-{mode}-") as tmp_name:

@@ -171,7 +171,7 @@ class Command(Payload):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    model: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=256)  # as Control.model
     sla_ms: float | None = Field(default=None, ge=10, le=60_000, allow_inf_nan=False)
     keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
 

@@ -18,7 +18,7 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 
 logger = logging.getLogger(__name__)
 
-ENCODED_FRAMES = 8  # ~0.25 s at 30 fps in front of the decoder
+ENCODED_FRAMES = 60  # ~2 s at 30 fps: a start-up stall never drops one, a flood is bounded
 DECODED_FRAMES = 2  # the session keeps only the newest anyway (its latest-frame slot)
 
 _STOCK_RECEIVER_INIT = RTCRtpReceiver.__init__

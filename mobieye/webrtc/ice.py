@@ -87,8 +87,9 @@ def rtc_configuration(ice_servers: Sequence[IceServerLike] | None) -> RTCConfigu
 
 def _candidate_address(line: str) -> str | None:
     # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
-    parts = line.split()
-    return parts[4] if len(parts) >= 8 else None
+    # The value's words, as aiortc reads them (a blank after the colon shifts nothing).
+    parts = line.strip().removeprefix("a=candidate:").split()
+    return parts[4] if len(parts) >= 7 else None
 
 
 def _is_loopback(address: str) -> bool:
