@@ -18,7 +18,7 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 
 logger = logging.getLogger(__name__)
 
-ENCODED_FRAMES = 60  # ~2 s at 30 fps: a start-up stall never drops one, a flood is bounded
+ENCODED_FRAMES = 300  # ~10 s at 30 fps (a few MB): a CPU-starved worker never drops one
 DECODED_FRAMES = 2  # the session keeps only the newest anyway (its latest-frame slot)
 
 _STOCK_RECEIVER_INIT = RTCRtpReceiver.__init__

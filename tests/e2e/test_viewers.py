@@ -199,7 +199,9 @@ async def test_refusals_viewer_limit_mjpeg_and_leaving_viewers(
     assert response.status_code == 404 and "nobody" in response.json()["error"]
     assert (await client.get(worker_url + "/streams/nobody/mjpeg")).status_code == 404
     # Malformed offers: 400 with the reason.
-    garbage = await client.post(view, content=b"{not json")
+    garbage = await client.post(
+        view, content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert garbage.status_code == 400 and "bad offer" in garbage.json()["error"]
     not_sdp = await client.post(view, json={"sdp": "hello", "type": "offer", "stream_id": "x"})
     assert not_sdp.status_code == 400 and "v=0" in not_sdp.json()["error"]
