@@ -37,6 +37,17 @@ class SignallingError(MobiEyeError):
     """A malformed offer, an unreachable worker or a refused stream."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+_REPR.maxstring = _REPR.maxother = 80
+MAX_SHOWN = 200
+
+
+def _shown(value: Any) -> str:
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
 def validation_problems(exc: _HasErrors, with_input: bool = False) -> list[str]:
     """Each problem of a pydantic error as ``where: what`` (and what was given, if asked):
     the one wording of bad input everywhere (config, messages, payloads, HTTP bodies)."""
@@ -45,6 +56,6 @@ def validation_problems(exc: _HasErrors, with_input: bool = False) -> list[str]:
         where = ".".join(str(p) for p in err["loc"])
         text = f"{where}: {err['msg']}" if where else err["msg"]
         if with_input and "input" in err:
-            text += f" (got {reprlib.repr(err['input'])})"  # bounded: aliases can expand a lot
+            text += f" (got {_shown(err['input'])})"  # bounded: YAML aliases expand a lot
         out.append(text)
     return out

@@ -33,6 +33,6 @@ if has capacity2; then
     --out "$out/capacity-2workers.json"
 fi
 if has soak; then
-  mobieye bench --soak --video "$video" --streams 4 --duration 600 --window 60 \
+  mobieye bench --soak 30 --video "$video" --streams 4 --window 60 \
     --out "$out/soak.json"
 fi
