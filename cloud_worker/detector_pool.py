@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cloud_worker.detector_health import DetectorFacts
+from mobieye.controller import starting_model
 from mobieye.detections import Detections
 from mobieye.detector import Detector, Image
+from mobieye.messages import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class DetectorPool:
         # The default is the most accurate model: the controller steps down when it must.
         self.default = max(self.stats.values(), key=lambda s: s.accuracy).label
         self.max_pending = max_pending
+        self.streams = 0  # attached streams: what a new stream's starting model must allow for
         self.max_batch = max_batch
         self.min_deadline_s = min_deadline_s
         self._on_restart = on_restart
@@ -141,6 +144,31 @@ class DetectorPool:
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._supervise, name="detector", daemon=True)
         self._thread.start()
+
+    def model_infos(self) -> list[ModelInfo]:
+        """Every model with the inference time measured here: what edges choose from."""
+        return [
+            ModelInfo(
+                label=s.label, accuracy=s.accuracy,
+                mean_ms=round(s.mean_ms, 2), std_ms=round(s.std_ms, 2),
+            )
+            for s in self.stats.values()
+        ]  # fmt: skip
+
+    def attach(self) -> None:
+        """A stream starts using the pool (its starting model counts it)."""
+        with self._cond:
+            self.streams += 1
+
+    def detach(self) -> None:
+        with self._cond:
+            self.streams = max(0, self.streams - 1)
+
+    def starting_label(self, detections_per_s: float) -> str:
+        """The model for a stream its edge has not chosen one for yet: the most accurate one
+        that the streams now attached can all run at ``detections_per_s`` each."""
+        chosen = starting_model(self.model_infos(), self.streams, detections_per_s)
+        return chosen.label if chosen is not None else self.default
 
     def names(self, label: str) -> dict[int, str]:
         return self.detectors[label].names

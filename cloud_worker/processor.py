@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 Gray = npt.NDArray[np.uint8]
 # A detection later than this many frames is stale: drop it rather than chase it through flow.
 MAX_FAST_FORWARD_FRAMES = 45
+# A new stream's detections per second are assumed at this frame rate and its configured
+# keyframe interval (the edge's best level runs 30 fps) when its starting model is picked.
+START_FPS = 30.0
 STABLE_SCORE = 0.5  # agreement of tracked and fresh boxes is judged on these
 
 
@@ -89,7 +92,8 @@ class StreamProcessor:
         self.stream_id = stream_id
         self.keyframe = keyframe
         self.pool = pool
-        self.model = pool.default
+        self._chosen: str | None = None  # by the edge's controller; until then, the pool's
+        pool.attach()
         self.accuracy_target = accuracy_target
         self.tracker = FlowTracker()
         # A track the next keyframe doesn't confirm is gone: keeping it would show a ghost box
@@ -98,6 +102,7 @@ class StreamProcessor:
         self.history = KeyframeHistory()
         self._key_thumb: Gray | None = None
         self._pending: _Pending | None = None
+        self._closed = False
         self._lost = False  # a detection was abandoned: the next frame detects again
         self._shape: tuple[int, ...] | None = None
         self._last_detect_seq: int | None = None
@@ -110,12 +115,19 @@ class StreamProcessor:
         self.detections_failed = 0
         self.agreement = F1Score()  # tracked vs fresh boxes at keyframes, over the stream
 
+    @property
+    def model(self) -> str:
+        """The edge's choice, else a starting model the worker's present load allows."""
+        if self._chosen is not None:
+            return self._chosen
+        return self.pool.starting_label(START_FPS / self.keyframe.interval)
+
     # -- control (called between steps, from the same thread) -----------------------------
     def configure(self, model: str | None = None, keyframe: KeyframeConfig | None = None) -> None:
         if model is not None:
             if model not in self.pool.detectors:
                 raise KeyError(f"unknown model {model!r}")
-            self.model = model
+            self._chosen = model
         if keyframe is not None:
             self.keyframe = keyframe
 
@@ -268,6 +280,9 @@ class StreamProcessor:
         )
 
     def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.pool.detach()
         if self._pending is not None:
             self.pool.cancel(self._pending.future)
             self._pending = None

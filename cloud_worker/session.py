@@ -33,7 +33,6 @@ from mobieye.messages import (
     ErrorMessage,
     Hello,
     LatencyReport,
-    ModelInfo,
     Result,
     Welcome,
     encode,
@@ -127,29 +126,18 @@ class StreamSession:
         else:
             channel.on("open", self._welcome)
 
-    def _models(self) -> list[ModelInfo]:
-        return [
-            ModelInfo(
-                label=s.label,
-                accuracy=s.accuracy,
-                mean_ms=round(s.mean_ms, 2),
-                std_ms=round(s.std_ms, 2),
-            )
-            for s in self.pool.stats.values()
-        ]
-
     def _welcome(self) -> None:
         welcome = Welcome(
             worker_id=self.worker_id,
             model=self.processor.model,
             stream_id=self.stream_id,
-            models=self._models(),
+            models=self.pool.model_infos(),
         )
         self._send(encode(welcome))
 
     def send_stats(self, streams: int) -> None:
         """Called about once a second by the worker: inputs of the edge's controller."""
-        stats = self.status.worker_stats(self._models(), streams, self._slot.dropped)
+        stats = self.status.worker_stats(self.pool.model_infos(), streams, self._slot.dropped)
         self._send(encode(stats))
 
     def _processing(self) -> Processing:

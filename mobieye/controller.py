@@ -23,6 +23,7 @@ from mobieye.messages import ModelInfo
 HEADROOM = 0.5  # step up only when p95 is under half the SLA
 MIN_RESULT_RATIO = 0.9  # fewer results than this in a period may mean overload...
 MAX_WORKER_DROP = 0.05  # ...when the worker skips at least this share of the frames it decodes
+START_SHARE = 0.7  # of the detector's time the streams' starting models may fill together
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,22 @@ def choose_model(models: Sequence[ModelInfo], budget_ms: float) -> ModelInfo | N
     if not models:
         return None
     fits = [m for m in models if m.mean_ms + m.std_ms <= budget_ms]
+    if fits:
+        return max(fits, key=lambda m: (m.accuracy, -m.mean_ms))
+    return min(models, key=lambda m: m.mean_ms)
+
+
+def starting_model(
+    models: Sequence[ModelInfo], streams: int, detections_per_s: float, share: float = START_SHARE
+) -> ModelInfo | None:
+    """The model a stream starts on, before its edge's controller has chosen: the most accurate
+    one whose detections, for every stream the worker now serves, fill at most ``share`` of
+    the one inference thread's time; else the fastest. (Starting four streams on the heaviest
+    model overloaded the worker for their first seconds: boxes a second old.)"""
+    if not models:
+        return None
+    load_per_ms = max(streams, 1) * max(detections_per_s, 0.0) / 1000  # detections per ms
+    fits = [m for m in models if m.mean_ms * load_per_ms <= share]
     if fits:
         return max(fits, key=lambda m: (m.accuracy, -m.mean_ms))
     return min(models, key=lambda m: m.mean_ms)

@@ -101,8 +101,8 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )  # fmt: skip
     soak.add_argument(
         "--max-box-age-p95", type=float, default=45.0,
-        help="frames since the boxes' detection, p95 of any window (default 45, the age the "
-        "dashboard calls stale)",
+        help="frames since the boxes' detection, p95 of any window after the first, where "
+        "the streams' controllers settle (default 45, the age the dashboard calls stale)",
     )  # fmt: skip
     soak.add_argument(
         "--max-box-age", type=float, default=90.0,

@@ -25,10 +25,16 @@ def resource_windows(
 ) -> list[dict[str, Any]]:
     """Per window: the worker's median RSS and the most fds, threads and asyncio tasks it held
     (``samples``: {"t", "rss", "fds", "threads", "tasks"?}, t from the start), and the
-    latency percentiles of every stream's results (``latencies``: (t, ms))."""
+    latency percentiles of every stream's results (``latencies``: (t, ms)).
+
+    Windows after the last result are left out: the streams had ended, and the worker's
+    samples there judge its shutdown, not the soak."""
     if not samples:
         return []
-    n = int(max(s["t"] for s in samples) // window_s) + 1
+    end = max(s["t"] for s in samples)
+    if latencies:
+        end = min(end, max(t for t, _ in latencies))
+    n = int(end // window_s) + 1
     rows = []
     for i in range(n):
         lo, hi = i * window_s, (i + 1) * window_s

@@ -23,7 +23,11 @@ class SoakLimits:
     max_box_age_p95: float = 45.0
     """Frames since the boxes' detection, p95 of a window."""
     max_box_age: float = 90.0
-    """The oldest boxes any result may show (3 s at 30 fps)."""
+    """The oldest boxes any result may show (3 s at 30 fps), in every window."""
+    settle_windows: int = 1
+    """Windows at the start held to ``max_box_age`` but not to ``max_box_age_p95``: every
+    stream starting at once, each edge's controller steps from its first model and level to
+    the ones the shared worker sustains, a few seconds (more on a slower machine)."""
 
 
 def windows(records: Iterable[Mapping[str, Any]], window_s: float) -> list[dict[str, Any]]:
@@ -73,7 +77,7 @@ def problems(
     for stream, wins in sorted(per_stream.items()):
         if len(wins) < expected_windows:
             out.append(f"{stream}: results in {len(wins)} of {expected_windows} windows")
-        for w in wins:
+        for i, w in enumerate(wins):
             at = f"{stream} window {w['t0_s']:.0f}s"
             if not w["results"]:
                 out.append(f"{at}: no results")
@@ -87,7 +91,7 @@ def problems(
             if age["p95"] is None:
                 out.append(f"{at}: no detection had completed")
                 continue
-            if age["p95"] > limits.max_box_age_p95:
+            if i >= limits.settle_windows and age["p95"] > limits.max_box_age_p95:
                 out.append(f"{at}: box age p95 {age['p95']} > {limits.max_box_age_p95} frames")
             if age["max"] > limits.max_box_age:
                 out.append(f"{at}: box age max {age['max']} > {limits.max_box_age} frames")

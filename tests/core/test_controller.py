@@ -9,6 +9,7 @@ from mobieye.controller import (
     Observation,
     choose_model,
     decide_level,
+    starting_model,
 )
 from mobieye.messages import ModelInfo
 
@@ -26,6 +27,21 @@ def test_most_accurate_model_that_fits_else_the_fastest() -> None:
     assert choose_model(LADDER, 6).label == "small"
     assert choose_model(LADDER, 2).label == "small"  # none fits: the fastest
     assert choose_model((), 100) is None
+
+
+def test_a_stream_starts_on_the_model_the_worker_s_load_allows() -> None:
+    # 5 detections/s per stream: 'large' (22 ms) fills 11% of the detector per stream.
+    def start(streams: int) -> str:
+        model = starting_model(LADDER, streams, 5.0)
+        assert model is not None
+        return model.label
+
+    assert start(1) == "large" and start(6) == "large"  # 66% <= 70%
+    assert start(7) == "medium"  # 'large' would fill 77%; 'medium' 49%
+    assert start(28) == "small"  # 'medium' 98%; 'small' 70%
+    assert start(100) == "small"  # none fits: the fastest
+    assert starting_model(LADDER, 0, 5.0).label == "large"  # type: ignore[union-attr]
+    assert starting_model((), 3, 5.0) is None
 
 
 def run(trace: list[dict[str, float]], cfg: ControllerConfig = CFG) -> list[tuple[int, str]]:

@@ -26,6 +26,13 @@ def test_windows_hold_median_rss_and_latency_percentiles() -> None:
     assert rows[0]["tasks"] == 12 and rows[0]["fds"] == 40
 
 
+def test_windows_after_the_last_result_are_left_out() -> None:
+    # The worker is still sampled while the streams close: that window judges no soak.
+    rows = resource_windows(samples([900, 950, 951, 951]), latencies([30, 31, 29]), 60)
+    assert [r["t0_s"] for r in rows] == [0, 60, 120]
+    assert all(r["latency_ms"]["p95"] is not None for r in rows)
+
+
 def test_steady_memory_and_latency_pass() -> None:
     rows = resource_windows(
         samples([800, 1000, 1010, 1020, 1015]), latencies([50, 30, 32, 31, 33]), 60

@@ -55,3 +55,31 @@ def test_no_detection_ever_is_a_problem() -> None:
                 "latency_ms": 5.0} for i in range(100)]  # fmt: skip
     found = problems({"a": windows(records, 2)}, SoakLimits(), 2)
     assert any("no detection had completed" in p for p in found), found
+
+
+def test_the_first_window_settles_but_is_held_to_the_hard_bound() -> None:
+    # Start-up: boxes up to 60 frames old for the first 6 s (controllers converging).
+    records = trace(60)
+    for r in records:
+        if "capture_s" in r and r["capture_s"] - 100.0 < 6.0:
+            r["box_age_frames"] = 60
+    wins = windows(records, 15)
+    assert wins[0]["box_age_frames"]["p95"] == 60
+    assert problems({"a": wins}, SoakLimits(), 4) == []
+    assert problems({"a": wins}, SoakLimits(settle_windows=0), 4) == [
+        "a window 0s: box age p95 60.0 > 45.0 frames"
+    ]
+    # Past the hard bound, the first window fails too.
+    for r in records:
+        if "capture_s" in r and r["capture_s"] - 100.0 < 1.0:
+            r["box_age_frames"] = 120
+    found = problems({"a": windows(records, 15)}, SoakLimits(), 4)
+    assert found == ["a window 0s: box age max 120.0 > 90.0 frames"], found
+    # A stall later in the run is judged on p95 as before.
+    later = trace(60)
+    for r in later:
+        if "capture_s" in r and 20.0 <= r["capture_s"] - 100.0 < 26.0:
+            r["box_age_frames"] = 60
+    assert problems({"a": windows(later, 15)}, SoakLimits(), 4) == [
+        "a window 15s: box age p95 60.0 > 45.0 frames"
+    ]

@@ -118,3 +118,29 @@ def test_resolution_change_rescales_tracks(pool: DetectorPool) -> None:
     out = proc.step(resized)
     assert out.result.width == W // 2 and out.result.height == H // 2
     assert all(0 <= v <= 1 for b in out.result.boxes for v in b.xyxy)
+
+
+def test_streams_start_on_the_model_the_worker_s_load_allows() -> None:
+    heavy, light = Scripted(), Scripted()
+    pool = DetectorPool({"heavy": (heavy, 2.0), "light": (light, 1.0)}, min_deadline_s=0.2)
+    try:
+        pool.stats["heavy"].observe(60.0)  # ms per frame, as profiled
+        pool.stats["light"].observe(10.0)
+        kf = KeyframeConfig(adaptive=False, interval=6)  # 5 detections/s at 30 fps
+        first = StreamProcessor("s1", kf, pool)
+        assert first.model == "heavy"  # 30% of the detector
+        others = [StreamProcessor(f"s{i}", kf, pool) for i in range(2, 5)]
+        # Four streams on 'heavy' would need 120% of it: every one that has not been told a
+        # model moves to 'light', and its detections really run there.
+        assert {p.model for p in [first, *others]} == {"light"}
+        run(first, range(0, 12), wait_s=0.01)
+        assert light.calls > 0 and heavy.calls == 0
+        others[0].configure(model="heavy")  # its edge chose: that holds whatever the load
+        assert others[0].model == "heavy"
+        for p in others:
+            p.close()
+        p.close()  # closing twice detaches once
+        assert pool.streams == 1 and first.model == "heavy"
+        first.close()
+    finally:
+        pool.shutdown()
