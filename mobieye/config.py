@@ -362,11 +362,20 @@ class Settings(BaseSettings):
 _YAML_DATA: dict[str, dict[str, Any]] = {}
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # bounded: /dev/zero or a video named by mistake
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES // 1024} KiB: not a "
+                          "configuration (is it the right file?)")  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason} at byte "
                           f"{exc.start}") from exc  # fmt: skip

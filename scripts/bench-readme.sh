@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every figure in the README's Benchmark section, in one go (about 35 minutes on 2 cores):
 # one stream and four on loopback, the LTE link three times (needs root: network namespaces),
-# the capacity sweeps with one and two workers, and the 10-minute soak.
+# the capacity sweeps with one and two workers, and the 30-minute soak.
 # Usage: scripts/bench-readme.sh [OUTDIR]   (default docs/bench; run on a quiet machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."

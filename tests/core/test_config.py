@@ -46,6 +46,15 @@ def test_bad_values_are_named(overrides: dict, needle: str) -> None:
         load_settings(None, overrides)
 
 
+def test_a_config_file_is_read_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"/dev/zero is over 1024 KiB"):
+        load_settings(Path("/dev/zero"))  # an endless file: refused, not read for ever
+    big = tmp_path / "video.mp4"
+    big.write_bytes(b"# comment\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"video\.mp4 is over 1024 KiB"):
+        load_settings(big)
+
+
 def test_bad_yaml_file_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("detector: [unclosed\n")

@@ -28,6 +28,9 @@ def test_result_round_trip() -> None:
         ('{"type": "hello", "stream_id": "a b"}', "stream_id"),
         ('{"type": "latency", "samples_ms": [-1]}', "samples_ms"),
         ("x" * 300_000, "exceeds"),
+        # 100,000 characters but 400,000 bytes on the wire: counted in bytes.
+        ('{"type": "hello", "stream_id": "a", "note": "' + "\U0001f600" * 100_000 + '"}',
+         "message of 400047 bytes exceeds"),
     ],
 )
 def test_garbage_is_refused_with_reason(raw: str, needle: str) -> None:
