@@ -14,7 +14,7 @@ from cloud_worker.app import create_app
 from mobieye.config import Settings
 from mobieye.detector import Detector, UltralyticsDetector
 from mobieye.errors import ConfigError
-from mobieye.mqtt.preflight import check_broker
+from mobieye.mqtt.preflight import check_broker, worker_account_problem
 from mobieye.runtime import is_loopback_host
 from mobieye.tls import TlsFiles, file_fingerprint, resolve_tls
 from mobieye.webrtc import (
@@ -89,6 +89,9 @@ async def serve_worker(settings: Settings) -> int:
     detectors = build_detectors(settings)  # raises ModelError before serving
     if settings.mqtt.broker:
         await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
+        problem = worker_account_problem(settings.mqtt, worker_id_for(settings))
+        if problem:  # a warning: a deployment may run its own ACL
+            log.warning("%s", problem)
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)

@@ -144,8 +144,10 @@ _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 def parse_message(raw: str | bytes) -> Message:
     """Parse one data-channel message or raise MessageError saying what is wrong with it."""
     # A str is counted in UTF-8 bytes, as it crossed the wire (up to 4 per character).
-    size = len(raw) if isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_BYTES else len(
-        raw.encode("utf-8", "surrogatepass")
+    size = (
+        len(raw)
+        if isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_BYTES
+        else len(raw.encode("utf-8", "surrogatepass"))
     )
     if size > MAX_MESSAGE_BYTES:
         raise MessageError(f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}")

@@ -29,8 +29,10 @@ def test_result_round_trip() -> None:
         ('{"type": "latency", "samples_ms": [-1]}', "samples_ms"),
         ("x" * 300_000, "exceeds"),
         # 100,000 characters but 400,000 bytes on the wire: counted in bytes.
-        ('{"type": "hello", "stream_id": "a", "note": "' + "\U0001f600" * 100_000 + '"}',
-         "message of 400047 bytes exceeds"),
+        (
+            '{"type": "hello", "stream_id": "a", "note": "' + "\U0001f600" * 100_000 + '"}',
+            "message of 400047 bytes exceeds",
+        ),
     ],
 )
 def test_garbage_is_refused_with_reason(raw: str, needle: str) -> None:

@@ -51,6 +51,7 @@ from mobieye.mqtt.broker import MOSQUITTO
 from mobieye.mqtt.client import MqttLink
 from mobieye.mqtt.connection import check_connect
 from mobieye.mqtt.errors import BrokerError
+from mobieye.mqtt.preflight import SHARED_WORKER_ACCOUNT, worker_account_problem
 from mobieye.runtime import free_port
 from tests.realparts import need
 
@@ -631,3 +632,8 @@ async def test_a_named_worker_with_another_id_is_invisible(broker: Broker) -> No
             await w1.publish(topics.worker_state(P, "w1"), b"marker", qos=1)
         await edge.wait_for(topics.worker_state(P, "w1"), b"marker")
         assert not edge.payloads(topics.worker_state(P, "w2-by-mistake"))
+    # What the worker warns at start, before the broker silently drops its state.
+    problem = worker_account_problem(_worker_settings(broker, "w1").mqtt, "w2-by-mistake")
+    assert problem is not None and "'w1' is neither worker.id 'w2-by-mistake'" in problem
+    for fine in ("w1", SHARED_WORKER_ACCOUNT):
+        assert worker_account_problem(_worker_settings(broker, fine).mqtt, "w1") is None
