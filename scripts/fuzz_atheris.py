@@ -19,12 +19,10 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import atheris  # type: ignore[import-untyped]
 from pydantic import BaseModel
@@ -70,16 +68,6 @@ def known(what: str) -> None:
         print(f"known: {what}", file=sys.stderr)
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
-    return True
-
-
 # -- targets -----------------------------------------------------------------------------------
 
 
@@ -88,9 +76,6 @@ def fuzz_messages(data: bytes) -> None:
         msg = parse_message(data)
     except MessageError as exc:
         assert str(exc).startswith(("bad message: ", "message of ")), str(exc)
-        return
-    if not _finite(msg.model_dump()):
-        known("messages accept NaN/Infinity that encode() writes as null")
         return
     again = parse_message(encode(msg))  # what was accepted survives the sender's encoding
     assert json.loads(encode(again)) == json.loads(encode(msg))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -30,7 +28,6 @@ from mobieye.fleet.errors import PayloadError
 from mobieye.fleet.payloads import (
     Command,
     ObjectEvent,
-    Setting,
     StreamState,
     StreamStats,
     WorkerState,
@@ -39,6 +36,7 @@ from mobieye.fleet.payloads import (
 from mobieye.fleet.presence import FleetPresence
 from mobieye.messages import Control
 from mobieye.mqtt.handlers import Handlers
+from tests.fleet_fakes import FakeStream, FakeWorker
 from tests.fuzz.common import FUZZ, backstop_s, counted, short, within
 from tests.fuzz.strategies import (
     Mutated,
@@ -205,53 +203,6 @@ def test_the_dashboard_store_takes_any_sequence_and_still_reads(
 # -- every subscriber behind one Handlers, as the processes wire them ----------------------------
 
 
-@dataclass
-class FakeSession:
-    """A served stream: applies a command the way StreamSession does to its Control."""
-
-    stream_id: str
-    on_event: Any = None
-    commands: list[Command] = field(default_factory=list)
-
-    def stream_stats(self, worker_id: str) -> StreamStats:
-        return StreamStats(stream=self.stream_id, worker=worker_id, fps=1.0)
-
-    def settings_state(self, worker_id: str, changed: Sequence[Setting] = ()) -> StreamState:
-        return StreamState(stream=self.stream_id, worker=worker_id, changed=list(changed))
-
-    async def apply_command(self, command: Command, worker_id: str) -> StreamState:
-        self.commands.append(command)
-        return self.settings_state(worker_id, [s for s in ("model", "sla_ms") if s])
-
-
-@dataclass
-class FakeWorker:
-    worker_id: str = "w1"
-    sessions: dict[str, FakeSession] = field(
-        default_factory=lambda: {s: FakeSession(s) for s in ("s1", "s2")}
-    )
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    @property
-    def streams(self) -> Mapping[str, FakeSession]:
-        return self.sessions
-
-    def model_labels(self) -> list[str]:
-        return ["m@416"]
-
-    def model_hashes(self) -> dict[str, str]:
-        return {"m@416": "0" * 64}
-
-    def detector_busy_s(self) -> float:
-        return 0.0
-
-    def detector_problem(self) -> str | None:
-        return None
-
-
 class Bugs(logging.Handler):
     """Handlers logs a handler's unexpected exception at ERROR with its traceback."""
 
@@ -284,7 +235,7 @@ def _subscribers() -> tuple[Handlers, FleetStore, WorkerDirectory, FakeWorker]:
         handlers.add(topic_filter, feed)
     directory = WorkerDirectory(MqttConfig(broker=BROKER, prefix=P), "fuzz-edge")
     handlers.add(topics.all_worker_states(P), directory._on_state)
-    worker = FakeWorker()
+    worker = FakeWorker("w1", {s: FakeStream(s) for s in ("s1", "s2")})
     presence = FleetPresence(_settings(), worker)
     handlers.add(topics.worker_set(P, worker.worker_id), presence._on_command)
     handlers.add(topics.all_stream_sets(P), presence._on_command)
@@ -311,8 +262,8 @@ def test_no_subscriber_lets_an_unexpected_exception_out(sequence: list[tuple[str
         f"{r.getMessage()}: {r.exc_info[1]!r}" if r.exc_info else r.getMessage()
         for r in bugs.records
     )
-    for session in worker.sessions.values():
-        for command in session.commands:
+    for stream in worker.streams.values():
+        for command in stream.applied:
             assert isinstance(command, Command)  # only parsed commands reach a stream
 
 

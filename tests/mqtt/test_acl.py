@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -38,11 +38,7 @@ from mobieye.fleet import topics
 from mobieye.fleet.directory import WorkerDirectory
 from mobieye.fleet.errors import PayloadError
 from mobieye.fleet.payloads import (
-    Command,
     ObjectEvent,
-    Setting,
-    StreamState,
-    StreamStats,
     WorkerState,
     parse_payload,
 )
@@ -53,6 +49,7 @@ from mobieye.mqtt.connection import check_connect
 from mobieye.mqtt.errors import BrokerError
 from mobieye.mqtt.preflight import SHARED_WORKER_ACCOUNT, worker_account_problem
 from mobieye.runtime import free_port
+from tests.fleet_fakes import FakeStream, FakeWorker
 from tests.realparts import need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -490,54 +487,6 @@ async def test_the_dashboard_reads_the_fleet_and_sends_commands(broker: Broker) 
 
 
 # --- the real code under the ACL ---------------------------------------------------------------
-
-
-@dataclass
-class FakeStream:
-    """A served stream as FleetPresence sees it (mobieye.fleet.presence.ServedStream)."""
-
-    stream_id: str
-    on_event: Callable[[ObjectEvent], None] | None = None
-    keyframe_interval: int = 5
-    applied: list[Command] = field(default_factory=list)
-
-    def stream_stats(self, worker_id: str) -> StreamStats:
-        return StreamStats(stream=self.stream_id, worker=worker_id, fps=25.0)
-
-    def settings_state(self, worker_id: str, changed: Sequence[Setting] = ()) -> StreamState:
-        return StreamState(
-            stream=self.stream_id,
-            worker=worker_id,
-            keyframe_interval=self.keyframe_interval,
-            changed=list(changed),
-        )
-
-    async def apply_command(self, command: Command, worker_id: str) -> StreamState:
-        self.applied.append(command)
-        if command.keyframe_interval is not None:
-            self.keyframe_interval = command.keyframe_interval
-        return self.settings_state(worker_id, ["keyframe_interval"])
-
-
-@dataclass
-class FakeWorker:
-    """What FleetPresence needs of a worker (mobieye.fleet.presence.PresentWorker)."""
-
-    worker_id: str
-    streams: dict[str, FakeStream]
-    ready: bool = True
-
-    def model_labels(self) -> list[str]:
-        return ["yolox_nano"]
-
-    def model_hashes(self) -> dict[str, str]:
-        return {"yolox_nano": "0" * 64}
-
-    def detector_busy_s(self) -> float:
-        return 0.0
-
-    def detector_problem(self) -> str | None:
-        return None
 
 
 def _worker_settings(broker: Broker, account: str) -> Settings:
