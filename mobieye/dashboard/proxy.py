@@ -4,6 +4,7 @@ and these routes forward to workers: a stream's viewers (``POST /view``, ``GET
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -48,17 +49,29 @@ def worker_url(fleet: FleetStore, stream_id: str) -> str | None:
     return None
 
 
+async def _read_capped(r: httpx.Response) -> bytes | None:
+    """A worker's answer, or None past MAX_ANSWER_BYTES (read no further) or VIEW_TIMEOUT_S."""
+    body = bytearray()
+    try:
+        async with asyncio.timeout(VIEW_TIMEOUT_S):
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    return None
+    except TimeoutError:
+        return None
+    return bytes(body)
+
+
 async def _post(
     client: httpx.AsyncClient, access: WorkerAccess, url: str, payload: dict[str, str]
 ) -> Response:
     """POST to a worker; its answer read with a cap, from the pinned certificate only."""
     async with client.stream("POST", url, json=payload) as r:
         access.check(r)
-        body = b""
-        async for chunk in r.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                return _error(502, f"worker at {url} answered over {MAX_ANSWER_BYTES} bytes")
+        body = await _read_capped(r)
+    if body is None:
+        return _error(502, f"worker at {url} answered over {MAX_ANSWER_BYTES} bytes or too slowly")
     return Response(body, status_code=r.status_code, media_type="application/json")
 
 
@@ -158,10 +171,13 @@ async def mjpeg(stream_id: str, fleet: Store, access: Access) -> Response:
     except (httpx.HTTPError, WorkerNotTrusted) as exc:
         await client.aclose()
         return _error(502, f"worker at {base} unreachable or untrusted: {exc!r}")
-    if upstream.status_code != 200:
-        content = (await upstream.aread())[:MAX_ANSWER_BYTES]
+    if upstream.status_code != 200:  # a refusal: read capped, never the whole of it
+        content = await _read_capped(upstream)
         await upstream.aclose()
         await client.aclose()
+        if content is None:
+            return _error(502, f"worker at {base} refused with an answer over "
+                          f"{MAX_ANSWER_BYTES} bytes or too slowly")  # fmt: skip
         return Response(content, upstream.status_code, media_type="application/json")
 
     async def relay() -> AsyncIterator[bytes]:

@@ -292,3 +292,62 @@ async def test_a_phone_grant_opens_the_phone_page_and_one_offer_only(
         assert r.status_code == 401
     async with dashboard.client(auth=False) as stranger:
         assert (await stranger.get("/phone?grant=made-up")).status_code == 401
+
+
+class EndlessWorker:
+    """A hostile worker on loopback: every answer is a chunked body that never ends (fast, or a
+    trickle). The dashboard must stop reading, not buffer it or wait on it for ever."""
+
+    def __init__(self, status: int, trickle: bool) -> None:
+        self.status, self.trickle = status, trickle
+        self.sent = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 {self.status} X\r\ncontent-type: application/json\r\n"
+                         "transfer-encoding: chunked\r\n\r\n".encode())  # fmt: skip
+            chunk = b"x" * (10 if self.trickle else 65536)
+            while True:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.sent += len(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.2 if self.trickle else 0)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("trickle", [False, True])
+async def test_a_worker_answering_without_end_gets_a_502_not_the_dashboard_s_memory(
+    dashboard: Dashboard, publisher: MqttLink, trickle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mobieye.dashboard import proxy
+
+    monkeypatch.setattr(proxy, "VIEW_TIMEOUT_S", 1.0)
+    for status, method, path in ((200, "POST", "view"), (404, "GET", "mjpeg")):
+        worker = EndlessWorker(status, trickle)
+        server = await asyncio.start_server(worker.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        wid, sid = f"bad-{status}", f"cam-{status}"
+        url = f"http://127.0.0.1:{port}"
+        state = WorkerState(id=wid, status="online", url=url, capacity=4)
+        publisher.publish(topics.worker_state(P, wid), state, retain=True)
+        publisher.publish(topics.stream_stats(P, sid), StreamStats(stream=sid, worker=wid, fps=1))
+        try:
+            async with dashboard.client() as client:
+
+                async def known(sid: str = sid) -> bool:
+                    return (await client.get(f"/api/streams/{sid}")).status_code == 200
+
+                await eventually(known, what=f"stream {sid}")
+                body = {"sdp": "v=0", "type": "offer"} if method == "POST" else None
+                r = await client.request(method, f"/api/streams/{sid}/{path}", json=body,
+                                         timeout=10)  # fmt: skip
+            assert r.status_code == 502, (path, r.status_code, r.text[:200])
+            assert "over 262144 bytes or too slowly" in r.json()["error"], r.text
+            assert worker.sent < 4 * 1024 * 1024, worker.sent  # it stopped reading early
+        finally:
+            server.close()
