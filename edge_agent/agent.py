@@ -285,7 +285,7 @@ class EdgeAgent:
 
     async def _shut_down(self, slot: LatestSlot[CapturedFrame]) -> None:
         """Stop everything within a few seconds, whatever state the run was in."""
-        self.source.stop()
+        await asyncio.to_thread(self.source.stop)  # joins the capture thread: not on the loop
         slot.close()
         self.stats.frames_captured = self.source.captured
         if self.stats.stopped_s is None:
@@ -372,7 +372,7 @@ class EdgeAgent:
                 return False
             # Last: however long the fallback takes, the loss check above has run.
             await self._show_late_frames(now)
-        self.source.stop()
+        await asyncio.to_thread(self.source.stop)
         self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
         self._flush_latency()

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mobieye.dashboard.auth import COOKIE, GRANT_COOKIE
 from mobieye.mqtt.broker import MosquittoProcess
 from tests.e2e.conftest import stop
 from tests.e2e.test_fleet import start_edge, start_worker
@@ -240,8 +241,13 @@ async def test_phone_page_streams_the_camera_to_the_least_loaded_worker(
                     page = await context.new_page()
                     logs: list[str] = []
                     page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
-                    response = await page.goto(f"{dashboard.url}/phone?token={dashboard.token}")
+                    # As a phone gets it: a one-stream grant from the dashboard's API, never
+                    # the dashboard's token (nor a session made from it).
+                    grant = (await client.post("/api/phone/grants")).json()
+                    response = await page.goto(dashboard.url + grant["path"])
                     assert response.status == 200
+                    cookies = {c["name"] for c in await context.cookies()}
+                    assert GRANT_COOKIE in cookies and COOKIE not in cookies, cookies
                     await until(page, "window.mobieyePhoneResults > 10", 30_000)
                     # The page matched results to its frames by RTP timestamp (encoded transforms).
                     await until(page, "window.mobieyePhoneLatencies > 10", 10_000)
@@ -262,6 +268,14 @@ async def test_phone_page_streams_the_camera_to_the_least_loaded_worker(
                     s: Any = await eventually(on_dashboard, timeout_s=10, what="phone latency")
                     assert s["worker"] == "w-phone" and s["uplink_kbps"] > 0, s
                     assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p95"] < 5000, s
+                    # The grant is spent: the same phone cannot open another stream with it.
+                    again = await page.evaluate(
+                        """fetch('/api/phone/offer', {method: 'POST',
+                             headers: {'content-type': 'application/json'},
+                             body: JSON.stringify({sdp: 'v=0', type: 'offer'})})
+                           .then(r => r.status)"""
+                    )
+                    assert again == 401, again
                 finally:
                     await context.close()
     finally:
