@@ -25,7 +25,7 @@ import zipfile
 from importlib.util import find_spec
 from pathlib import Path
 
-from mobieye.models.export import sha256_of
+from mobieye.models.digest import sha256_of
 
 # Files whose bytes are known (the reference set's hashes; the packages ship the same bytes).
 LOCAL = {

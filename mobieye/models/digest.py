@@ -11,14 +11,23 @@ from mobieye.errors import ModelError
 CHUNK = 1024 * 1024
 
 
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of one file, read in chunks (models, clips, data files)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def model_digest(path: Path) -> str:
     """Hex SHA-256 of a model file; of an export directory (OpenVINO), of its files' relative
     names and contents in name order."""
+    if not path.is_dir():
+        return sha256_of(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with file.open("rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)

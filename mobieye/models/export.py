@@ -18,19 +18,11 @@ from mobieye import runtime
 from mobieye.config import LadderModel
 from mobieye.detector import resolve_model
 from mobieye.errors import ModelError
+from mobieye.models.digest import sha256_of
 
 log = logging.getLogger(__name__)
 
 ExportFormat = Literal["onnx", "openvino"]
-
-
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_model(
