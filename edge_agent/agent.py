@@ -22,6 +22,7 @@ from edge_agent.control import EdgeController
 from edge_agent.failover import RETRY_S, Failover
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
+from edge_agent.replay import ReplaySource, ReplayTrack
 from edge_agent.report import RunStats, trace_record, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
 from edge_agent.track import CaptureTrack
@@ -78,7 +79,7 @@ class EdgeAgent:
     def __init__(
         self,
         settings: Settings,
-        source: VideoSource,
+        source: VideoSource | ReplaySource,
         outputs: EdgeOutputs,
         directory: WorkerDirectory | None = None,
     ) -> None:
@@ -197,7 +198,7 @@ class EdgeAgent:
             self.controller.on_sent()
         if self.keep_timeline:
             self.sent_frames.append(sent)
-        if self._recorder is not None:
+        if self._recorder is not None and frame.image is not None:
             self._images[frame.seq] = frame.image
             while len(self._images) > RECORD_KEEP_FRAMES:
                 self._images.popitem(last=False)
@@ -312,6 +313,11 @@ class EdgeAgent:
             return [(url, url)]
         return [(w.id, w.url) for w in self.directory.candidates(skip) if w.url]
 
+    def _track(self, slot: LatestSlot[CapturedFrame]) -> CaptureTrack | ReplayTrack:
+        if isinstance(self.source, ReplaySource):
+            return ReplayTrack(self.source, self.clock, self._on_sent)
+        return CaptureTrack(slot, self.clock, self._on_sent)
+
     async def _connect_any(self, slot: LatestSlot[CapturedFrame], skip: set[str]) -> Connection:
         """Offer the stream to the best candidate; a refusal moves on to the next one, and a
         worker that refused or can't be reached is tried again only after the others."""
@@ -320,7 +326,7 @@ class EdgeAgent:
             raise SignallingError("no live worker with free capacity is known (yet)")
         problems = []
         for worker, url in candidates:
-            track = CaptureTrack(slot, self.clock, self._on_sent)
+            track = self._track(slot)
             try:
                 conn = await connect(self.settings, url, track, self._on_open, self._on_message)
             except SignallingError as exc:

@@ -1,10 +1,15 @@
-"""One benchmark edge agent, as its own process (it may run inside a network namespace).
+"""Benchmark edge agents, as their own process (it may run inside a network namespace).
 
 ``python -m edge_agent.bench_agent SPEC.json OUT.json``: SPEC holds the settings, the clip and the
 duration; OUT receives the agent's report and its timeline (every frame sent, every result).
 For the soak, SPEC may instead ask for a trace file (``trace``), no timeline (``timeline``:
 false) and a schedule of frame widths (``resize``: ``{"widths": [...], "every_s": S}``) that
 changes the stream's size on top of what its controller does.
+
+``python -m edge_agent.bench_agent --replay SPEC.json OUT.json [SPEC.json OUT.json ...]``: one
+process runs every spec's agent at once, each replaying the clip encoded once
+(edge_agent/replay.py; ``replay``: ``{"codec": "vp8"|"h264", "fps": F}``): the load generator
+whose own CPU per stream is small enough to measure a worker's capacity, not the machine's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import EdgeAgent, EdgeOutputs
+from edge_agent.encoded_clip import EncodedClip, load_or_encode
+from edge_agent.replay import ReplaySource
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
 from mobieye.runtime import setup_logging
@@ -28,22 +35,28 @@ async def _resize(source: VideoSource, widths: list[int], every_s: float) -> Non
         await asyncio.sleep(every_s)
 
 
-async def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
+async def run_agent(spec: dict[str, Any], clip: EncodedClip | None = None) -> dict[str, Any]:
+    """One agent; with ``clip``, replaying it instead of capturing and encoding the video."""
     settings = Settings.model_validate(spec["settings"])
     timeline = bool(spec.get("timeline", True))
-    source = VideoSource(
-        parse_source(spec["video"]),
-        fps=settings.edge.fps,
-        loop_file=True,
-        max_width=None,
-        keep_timeline=timeline,
-    )
+    source: VideoSource | ReplaySource
+    if clip is not None:
+        fps = spec.get("replay", {}).get("fps") or settings.edge.fps
+        source = ReplaySource(clip, Path(spec["video"]), fps=fps, keep_timeline=timeline)
+    else:
+        source = VideoSource(
+            parse_source(spec["video"]),
+            fps=settings.edge.fps,
+            loop_file=True,
+            max_width=None,
+            keep_timeline=timeline,
+        )
     trace = Path(spec["trace"]) if spec.get("trace") else None
     agent = EdgeAgent(settings, source, EdgeOutputs(trace=trace, keep_timeline=timeline))
     resize = spec.get("resize")
     resizer = (
         asyncio.create_task(_resize(source, list(resize["widths"]), float(resize["every_s"])))
-        if resize
+        if resize and isinstance(source, VideoSource)
         else None
     )
     try:
@@ -72,11 +85,29 @@ async def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def run_replay(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every spec's agent at once in this process, all replaying one encoded clip."""
+    first = specs[0]
+    replay = first.get("replay", {})
+    width = Settings.model_validate(first["settings"]).edge.max_width or 640
+    clip = await asyncio.to_thread(
+        load_or_encode, Path(first["video"]), replay.get("codec", "vp8"), width
+    )
+    return list(await asyncio.gather(*(run_agent(spec, clip) for spec in specs)))
+
+
 def main(argv: list[str]) -> int:
-    spec = json.loads(Path(argv[0]).read_text())
-    setup_logging(spec["settings"].get("log_level", "WARNING"))
-    out = asyncio.run(run_agent(spec))
-    Path(argv[1]).write_text(json.dumps(out))
+    replay = argv[:1] == ["--replay"]
+    args = argv[1:] if replay else argv
+    if not args or len(args) % 2 or (len(args) > 2 and not replay):
+        print(__doc__, file=sys.stderr)
+        return 64
+    pairs = [(Path(args[i]), Path(args[i + 1])) for i in range(0, len(args), 2)]
+    specs = [json.loads(spec.read_text()) for spec, _ in pairs]
+    setup_logging(specs[0]["settings"].get("log_level", "WARNING"))
+    outs = asyncio.run(run_replay(specs)) if replay else [asyncio.run(run_agent(specs[0]))]
+    for (_, out_path), out in zip(pairs, outs, strict=True):
+        out_path.write_text(json.dumps(out))
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from edge_agent.replay import ReplayTrack
 from edge_agent.track import CaptureTrack
 from mobieye.config import Settings
 from mobieye.errors import SignallingError
@@ -139,7 +140,7 @@ def prepare_sender_webrtc(settings: Settings) -> None:
 async def connect(
     settings: Settings,
     url: str,
-    track: CaptureTrack,
+    track: CaptureTrack | ReplayTrack,
     on_open: Callable[[], None],
     on_message: Callable[[str | bytes], None],
 ) -> Connection:

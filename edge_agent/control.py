@@ -17,6 +17,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from edge_agent.replay import ReplaySource
 from edge_agent.sources import VideoSource
 from mobieye.config import ControllerConfig, WebRTCConfig
 from mobieye.controller import (
@@ -40,12 +41,14 @@ class EdgeController:
         self,
         cfg: ControllerConfig,
         webrtc: WebRTCConfig,
-        source: VideoSource,
+        source: VideoSource | ReplaySource,
         send: Callable[[str], None],
     ) -> None:
         self.cfg = cfg
         self.webrtc = webrtc
         self.source = source
+        # A replayed clip's rate, size and bitrate are fixed: only the model is chosen.
+        self.levels = DEFAULT_LEVELS[:1] if isinstance(source, ReplaySource) else DEFAULT_LEVELS
         self.send = send
         self.state = ControllerState()
         self.models: tuple[ModelInfo, ...] = ()
@@ -106,7 +109,7 @@ class EdgeController:
         )
         self._latencies, self._sent, self._answered = [], 0, 0
         previous = self.state
-        self.state, decision = decide_level(self.cfg, self.state, obs)
+        self.state, decision = decide_level(self.cfg, self.state, obs, self.levels)
         self._record(decision)
         if decision.changed:
             self.changes += 1
@@ -128,7 +131,7 @@ class EdgeController:
 
     def _tell_worker(self, level_index: int, model: str | None, reason: str) -> None:
         """The level (and model, when given) in force, for the worker to apply and export."""
-        level = DEFAULT_LEVELS[level_index]
+        level = self.levels[level_index]
         control = Control(
             model=model,
             level=level_index,

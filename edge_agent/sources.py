@@ -46,7 +46,7 @@ STOP_JOIN_S = 2.0  # stop() waits no longer for the capture thread
 class CapturedFrame:
     seq: int
     capture_s: float  # time.monotonic() when the frame was captured (released, for files)
-    image: Image  # BGR
+    image: Image | None  # BGR; None for a replayed (already encoded) frame
     index: int = 0  # the source's own frame number (a file's frame, looping from 0)
     gray: Image | None = None  # luma, made in the capture thread
 

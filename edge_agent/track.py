@@ -38,6 +38,7 @@ class CaptureTrack(MediaStreamTrack):
         except SlotClosed:
             self.stop()
             raise MediaStreamError from None
+        assert captured.image is not None  # captured frames have one (replayed: ReplayTrack)
         frame = VideoFrame.from_ndarray(captured.image, format="bgr24")
         # pts on the 90 kHz RTP clock; with the zero-origin sender patch it is the RTP timestamp.
         frame.pts = self.clock.pts(captured.seq)

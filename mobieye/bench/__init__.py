@@ -131,6 +131,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         "gt": args.gt,
         "streams": counts[0] if len(counts) == 1 else counts,
         "workers": args.workers,
+        "load": args.load,
         "link": args.link,
         "sla_ms": sla,
         "min_score": args.min_score,
@@ -156,7 +157,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 run = asyncio.run(
                     run_mode(
                         mode_settings(settings, mode, ladder, args.fixed_interval),
-                        mode, topology, video, args.duration, n, args.workers,
+                        mode, topology, video, args.duration, n, args.workers, args.load,
+                        args.replay_codec,
                     )
                 )  # fmt: skip
                 m = score_mode(run, oracle, gt, sla, args.min_score)

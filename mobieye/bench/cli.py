@@ -42,6 +42,17 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--workers", type=int, default=1, help="worker processes sharing the streams (default 1)"
     )
     bench.add_argument(
+        "--load", choices=("agents", "replay"), default="agents",
+        help="agents (default): one edge agent process per stream, capturing and encoding the "
+        "clip (its CPU shares the machine with the worker); replay: all streams in one process "
+        "sending the clip encoded once (a few ms of CPU per frame less per stream: measures the "
+        "worker, not the machine). The table shows the load's own CPU per stream either way",
+    )  # fmt: skip
+    bench.add_argument(
+        "--replay-codec", choices=("vp8", "h264"), default="vp8",
+        help="codec of the replayed clip (default vp8; the worker must accept it)",
+    )  # fmt: skip
+    bench.add_argument(
         "--capacity-p95",
         type=float,
         default=150.0,

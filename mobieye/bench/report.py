@@ -12,13 +12,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Machine: {result['machine']}  ",
         f"Date: {result['date']}; clip {Path(result['video']).name}; {result['streams']} "
-        f"stream(s); link {result['link']}; SLA {result['sla_ms']:.0f} ms; "
+        f"stream(s), load {result.get('load', 'agents')}; link {result['link']}; "
+        f"SLA {result['sla_ms']:.0f} ms; "
         f"{result['duration_s']:.0f} s per mode; oracle {result['oracle']}",
         "",
         "| mode | F1 vs oracle | F1 vs GT | latency p50 / p95 / p99 ms | over SLA | "
-        "detector runs/frame | uplink kbps/stream | worker CPU s per stream-s | frames sent / "
-        "scored |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "detector runs/frame | uplink kbps/stream | worker CPU s per stream-s | load CPU s "
+        "per stream-s | frames sent / scored |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result["modes"].items():
         lat = m["latency_ms"]
@@ -26,7 +27,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {m['f1_vs_oracle']:.3f} | {gt} | {lat['p50']} / {lat['p95']} / "
             f"{lat['p99']} | {m['sla_miss_ratio']:.1%} | {m['detector_fraction']} | "
-            f"{m['uplink_kbps']} | {m['worker_cpu_s_per_stream_s']} | {m['frames']} / "
+            f"{m['uplink_kbps']} | {m['worker_cpu_s_per_stream_s']} | "
+            f"{m.get('load_cpu_s_per_stream_s')} ({m.get('load', 'agents')}) | {m['frames']} / "
             f"{m.get('frames_scored', m['frames'])} |"
         )
     return "\n".join(lines) + "\n"

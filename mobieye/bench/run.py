@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
 
@@ -56,12 +57,17 @@ class Loopback:
         return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
 
 
+Load = Literal["agents", "replay"]
+
+
 @dataclass
 class ModeRun:
     mode: str
     duration_s: float
     worker_cpu_s: float
     agents: list[dict[str, Any]]  # each: report, frames, results, decisions
+    load: Load = "agents"
+    load_cpu_s: float | None = None  # the edge side's CPU, all streams together
 
 
 def bench_env() -> dict[str, str]:
@@ -101,8 +107,12 @@ async def run_mode(
     duration_s: float,
     streams: int,
     workers: int = 1,
+    load: Load = "agents",
+    replay_codec: str = "vp8",
 ) -> ModeRun:
-    """``streams`` edge agents spread round-robin over ``workers`` worker processes."""
+    """``streams`` edge agents spread round-robin over ``workers`` worker processes: one
+    process each (``agents``: capture, encode, send), or all in one process replaying the
+    clip encoded once (``replay``)."""
     if not settings.worker.token:
         # Over an emulated link the workers listen beyond loopback, which wants a token.
         worker = settings.worker.model_copy(update={"token": generate_token()})
@@ -132,12 +142,26 @@ async def run_mode(
                 edge_cfg = settings.model_dump(mode="json")
                 edge_cfg["edge"].update(worker_url=urls[i % workers], stream_id=f"{mode}-{i}")
                 edge_cfg["webrtc"]["loopback_only"] = topology.loopback
-                spec = {"settings": edge_cfg, "video": str(video), "duration": duration_s}
+                if load == "replay":  # the codec the clip was encoded in is the one offered
+                    edge_cfg["webrtc"]["codec"] = replay_codec
+                replay = {"codec": replay_codec, "fps": edge_cfg["edge"]["fps"]}
+                spec = {"settings": edge_cfg, "video": str(video), "duration": duration_s,
+                        "replay": replay}  # fmt: skip
                 (tmp / f"spec{i}.json").write_text(json.dumps(spec))
-                argv = [sys.executable, "-m", "edge_agent.bench_agent"]
-                argv += [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")]
-                agents.append(topology.popen_edge(argv, bench_env()))
+            files = [
+                [str(tmp / f"spec{i}.json"), str(tmp / f"out{i}.json")] for i in range(streams)
+            ]
+            argv = [sys.executable, "-m", "edge_agent.bench_agent"]
+            if load == "replay":
+                agents.append(topology.popen_edge(
+                    [*argv, "--replay", *(f for pair in files for f in pair)], bench_env()
+                ))  # fmt: skip
+            else:
+                agents += [topology.popen_edge([*argv, *pair], bench_env()) for pair in files]
+            # The load's own CPU: what the children reaped while waiting for it used.
+            before = _children_cpu_s()
             codes = [await asyncio.to_thread(a.wait) for a in agents]
+            load_cpu_s = _children_cpu_s() - before
             cpu_s = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         finally:
             for a in agents:
@@ -147,7 +171,12 @@ async def run_mode(
         if any(codes):
             raise MobiEyeError(f"{mode}: edge agents exited with {codes}")
         outs = [json.loads((tmp / f"out{i}.json").read_text()) for i in range(streams)]
-    return ModeRun(mode, duration_s, cpu_s, outs)
+    return ModeRun(mode, duration_s, cpu_s, outs, load, round(load_cpu_s, 2))
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def no_link() -> AbstractContextManager[Loopback]:

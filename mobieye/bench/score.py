@@ -81,6 +81,10 @@ def score_mode(
         "detector_fraction": round(runs / sent, 4) if sent else None,
         "uplink_kbps": round(float(np.mean(uplink)), 1) if uplink else None,
         "worker_cpu_s_per_stream_s": round(run.worker_cpu_s / (streams * run.duration_s), 4),
+        "load": run.load,
+        "load_cpu_s_per_stream_s": round(run.load_cpu_s / (streams * run.duration_s), 4)
+        if run.load_cpu_s is not None
+        else None,
         "streams": streams,
         "latencies_ms": [round(v, 2) for v in latencies],
         "controller_decisions": [

@@ -51,6 +51,32 @@ def test_bad_input_fails_before_anything_runs(
         assert not out.exists(), "never a half-written result"
 
 
+def test_replay_load_is_scored_alike_and_costs_far_less_than_agents(
+    campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    video, gt = campus
+    model = data_dir / "models" / "yolox_nano_dynamic_ultralytics.onnx"
+    figures = {}
+    for load in ("agents", "replay"):
+        out = tmp_path / f"{load}.json"
+        r = bench(
+            "--video", str(video), "--gt", str(gt), "--models", f"{model}@320", "--duration",
+            "6", "--streams", "2", "--modes", "mobieye", "--load", load, "--fps", "30",
+            "--out", str(out),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-4000:]
+        result = json.loads(out.read_text())
+        assert result["load"] == load
+        m = result["modes"]["mobieye"]
+        assert m["load"] == load and m["load_cpu_s_per_stream_s"] > 0, m
+        assert m["frames"] > 2 * 6 * 30 * 0.7, m  # both streams paced at 30 fps
+        assert 0.3 < m["f1_vs_oracle"] <= 1.0 and m["f1_vs_gt"] is not None, m
+        assert f"({load})" in out.with_suffix(".md").read_text()
+        figures[load] = m["load_cpu_s_per_stream_s"]
+    # No capture, scaling or encoding per stream: a fraction of an agent's CPU.
+    assert figures["replay"] < 0.5 * figures["agents"], figures
+
+
 @skip_unless("root")
 def test_link_without_root_is_refused_before_running(campus: tuple[Path, Path]) -> None:
     video, _ = campus
