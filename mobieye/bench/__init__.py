@@ -20,7 +20,7 @@ from mobieye.bench.components import components_markdown, machine, measure_compo
 from mobieye.bench.modes import MODE_NAMES, mode_settings
 from mobieye.bench.oracle import load_mot_gt, oracle_boxes, video_info
 from mobieye.bench.report import markdown, plot_f1_vs_uplink, plot_latency_cdf
-from mobieye.bench.run import Topology, no_link, run_mode
+from mobieye.bench.run import Topology, no_link, run_mode, split_cores
 from mobieye.bench.score import score_mode
 from mobieye.config import LadderModel, Settings
 from mobieye.detector import resolve_model
@@ -51,9 +51,9 @@ def resolve_ladder(settings: Settings, spec: str | None) -> list[LadderModel]:
     return ladder
 
 
-def _topology(link: str) -> AbstractContextManager[Topology]:
+def _topology(link: str, pin_worker_cores: int | None) -> AbstractContextManager[Topology]:
     if link == "loopback":
-        return no_link()
+        return no_link(split_cores(pin_worker_cores) if pin_worker_cores else None)
     from mobieye.bench.linked import emulated_topology
 
     topology: AbstractContextManager[Topology] = emulated_topology(link)
@@ -112,6 +112,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     n_frames, width, height, _ = video_info(video)
     gt = load_mot_gt(Path(args.gt), n_frames, width, height) if args.gt else None
     _check_link(args.link)
+    if args.pin_worker_cores:
+        if args.link != "loopback":
+            raise MobiEyeError("--pin-worker-cores works on loopback only (not with --link)")
+        split_cores(args.pin_worker_cores)  # refused now, not after the oracle
     ladder = resolve_ladder(settings, args.models)
     out = Path(args.out)
     if out.suffix != ".json":
@@ -132,6 +136,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         "streams": counts[0] if len(counts) == 1 else counts,
         "workers": args.workers,
         "load": args.load,
+        "worker_cores": args.pin_worker_cores,  # None: not pinned, sharing every core
         "link": args.link,
         "sla_ms": sla,
         "min_score": args.min_score,
@@ -146,7 +151,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             settings.model_copy(update={"detector": detector}), video, args.receive_seconds, _note
         )
 
-    with _topology(args.link) as topology:
+    with _topology(args.link, args.pin_worker_cores) as topology:
         for n in counts:
             runs: dict[str, Any] = {}
             for mode in modes:
@@ -190,6 +195,16 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
             + "\n"
         )
+        if args.pin_worker_cores:
+            md += (
+                "Per worker core (pinned to "
+                + str(args.pin_worker_cores)
+                + "): "
+                + ", ".join(
+                    f"{k} {v / args.pin_worker_cores:g}" for k, v in result["capacity"].items()
+                )
+                + "\n"
+            )
     if args.components:
         md += "\n" + "\n".join(components_markdown(result["components"])) + "\n"
     stem = out.with_suffix("")

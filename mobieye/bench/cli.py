@@ -49,6 +49,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "worker, not the machine). The table shows the load's own CPU per stream either way",
     )  # fmt: skip
     bench.add_argument(
+        "--pin-worker-cores", type=int, metavar="N",
+        help="pin the worker(s) to the first N cores and the load to the rest (taskset's "
+        "sched_setaffinity; loopback only): the figures then hold per worker core",
+    )  # fmt: skip
+    bench.add_argument(
         "--replay-codec", choices=("vp8", "h264"), default="vp8",
         help="codec of the replayed clip (default vp8; the worker must accept it)",
     )  # fmt: skip

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +48,40 @@ class Topology(Protocol):
 
 
 class Loopback:
+    """Worker and edge on this host; with ``pin``, the worker on its cores and the load on the
+    others (sched_setaffinity, as taskset does), so neither borrows the other's CPU."""
+
     worker_host = "127.0.0.1"
     loopback = True
 
+    def __init__(self, pin: tuple[set[int], set[int]] | None = None) -> None:
+        self.pin = pin
+
     def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+        return subprocess.Popen(argv, env=env, preexec_fn=self._start(0))
 
     def popen_edge(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+        return subprocess.Popen(argv, env=env, preexec_fn=self._start(1))
+
+    def _start(self, side: int) -> Callable[[], None]:
+        cores = self.pin[side] if self.pin else None
+
+        def start() -> None:
+            die_with_parent()
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        return start
+
+
+def split_cores(worker_cores: int) -> tuple[set[int], set[int]]:
+    """The first ``worker_cores`` of this process's cores for the worker, the rest for the
+    load; MobiEyeError when that leaves the load none."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not 1 <= worker_cores < len(cores):
+        raise MobiEyeError(f"--pin-worker-cores {worker_cores}: this machine has {len(cores)} "
+                           "core(s), and the load needs at least one of its own")  # fmt: skip
+    return set(cores[:worker_cores]), set(cores[worker_cores:])
 
 
 Load = Literal["agents", "replay"]
@@ -179,5 +206,5 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def no_link() -> AbstractContextManager[Loopback]:
-    return nullcontext(Loopback())
+def no_link(pin: tuple[set[int], set[int]] | None = None) -> AbstractContextManager[Loopback]:
+    return nullcontext(Loopback(pin))

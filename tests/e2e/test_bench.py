@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mobieye.bench.run import Loopback, split_cores
 from tests.realparts import skip_unless
 
 pytestmark = pytest.mark.slow
@@ -43,6 +45,11 @@ def test_bad_input_fails_before_anything_runs(
         ),
         (["--video", str(video), "--link", "moon"], "lte"),
         (["--video", str(video), "--out", str(tmp_path / "b.txt")], ".json"),
+        (
+            ["--video", str(video), "--pin-worker-cores", str(len(os.sched_getaffinity(0)))],
+            "the load needs at least one of its own",
+        ),
+        (["--video", str(video), "--load", "ghosts"], "invalid choice: 'ghosts'"),
     ]
     for args, needle in cases:
         r = bench(*args, "--out", str(out)) if "--out" not in args else bench(*args)
@@ -143,3 +150,15 @@ def test_emulated_lte_link_runs_edge_and_worker_as_two_hosts(
     # ~70 ms of round trip crosses the wire: results can't come back faster than that.
     assert m["latency_ms"]["p50"] > 60, m["latency_ms"]
     assert m["frames"] > 100 and m["f1_vs_oracle"] > 0.5
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to split")
+def test_pinned_worker_and_load_run_on_their_own_cores() -> None:
+    worker_cores, load_cores = split_cores(1)
+    topology = Loopback((worker_cores, load_cores))
+    show = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    outs = []
+    for side in (0, 1):  # the hook popen_worker (0) and popen_edge (1) start children with
+        r = subprocess.run(show, capture_output=True, text=True, preexec_fn=topology._start(side))
+        outs.append(r.stdout.strip())
+    assert outs == [str(sorted(worker_cores)), str(sorted(load_cores))], outs
