@@ -126,6 +126,9 @@ def encode_clip(
                 break
             out = frame.reformat(width=w, height=h, format="yuv420p")
             out.pts, out.time_base = i, enc.time_base
+            # A decoded frame keeps the source's picture type, and an encoder makes an I frame
+            # wherever it says I: the source's keyframes, not ours, would set the interval.
+            out.pict_type = av.video.frame.PictureType.NONE
             _collect(enc.encode(out), packets, keyframes)
         _collect(enc.encode(None), packets, keyframes)
     if not packets or not keyframes[0]:
