@@ -141,10 +141,21 @@ class KeyframeConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> KeyframeConfig:
+        # A bound left at its default follows an interval set past it (--keyframe-interval 1
+        # means every frame, not an error about a min_interval nobody set).
+        given = self.model_fields_set
+        if self.min_interval > self.interval and "min_interval" not in given:
+            self.min_interval = self.interval
+        if self.interval > self.max_interval and "max_interval" not in given:
+            self.max_interval = self.interval
         if self.min_interval > self.interval:
-            raise ValueError("min_interval must not exceed interval")
+            raise ValueError(
+                f"min_interval {self.min_interval} must not exceed interval {self.interval}"
+            )
         if self.interval > self.max_interval:
-            raise ValueError("interval must not exceed max_interval")
+            raise ValueError(
+                f"interval {self.interval} must not exceed max_interval {self.max_interval}"
+            )
         return self
 
 
@@ -183,8 +194,14 @@ class WebRTCConfig(_Section):
 
     @model_validator(mode="after")
     def _bitrates(self) -> WebRTCConfig:
-        if self.min_bitrate_kbps > self.max_bitrate_kbps:
-            raise ValueError("min_bitrate_kbps must not exceed max_bitrate_kbps")
+        given = self.model_fields_set  # a default bound follows the one set (as keyframe's)
+        lo, hi = self.min_bitrate_kbps, self.max_bitrate_kbps
+        if lo > hi and "min_bitrate_kbps" not in given:
+            self.min_bitrate_kbps = hi
+        elif lo > hi and "max_bitrate_kbps" not in given:
+            self.max_bitrate_kbps = lo
+        elif lo > hi:
+            raise ValueError(f"min_bitrate_kbps {lo} must not exceed max_bitrate_kbps {hi}")
         return self
 
 

@@ -62,3 +62,19 @@ def test_bad_yaml_file_is_named(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_a_bound_left_at_its_default_follows_the_value_set_past_it() -> None:
+    # The fuzzer's find: `mobieye demo --keyframe-interval 1` was refused over the default
+    # min_interval (2), a setting the user never touched.
+    s = load_settings(None, {"keyframe": {"interval": 1}})
+    assert (s.keyframe.min_interval, s.keyframe.interval) == (1, 1)
+    s = load_settings(None, {"keyframe": {"interval": 30}})
+    assert (s.keyframe.interval, s.keyframe.max_interval) == (30, 30)
+    s = load_settings(None, {"webrtc": {"max_bitrate_kbps": 50}})
+    assert s.webrtc.min_bitrate_kbps == 50
+    # Both given and contradicting: refused, naming both values.
+    with pytest.raises(ConfigError, match="min_interval 3 must not exceed interval 2"):
+        load_settings(None, {"keyframe": {"interval": 2, "min_interval": 3}})
+    with pytest.raises(ConfigError, match="min_bitrate_kbps 500 must not exceed max_bitrate"):
+        load_settings(None, {"webrtc": {"min_bitrate_kbps": 500, "max_bitrate_kbps": 100}})
