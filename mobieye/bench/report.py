@@ -18,7 +18,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| mode | F1 vs oracle | F1 vs GT | latency p50 / p95 / p99 ms | over SLA | "
         "detector runs/frame | uplink kbps/stream | worker CPU s per stream-s | load CPU s "
-        "per stream-s | frames sent / scored |",
+        "per stream-s, ms per frame | frames sent / scored |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result["modes"].items():
@@ -28,7 +28,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {m['f1_vs_oracle']:.3f} | {gt} | {lat['p50']} / {lat['p95']} / "
             f"{lat['p99']} | {m['sla_miss_ratio']:.1%} | {m['detector_fraction']} | "
             f"{m['uplink_kbps']} | {m['worker_cpu_s_per_stream_s']} | "
-            f"{m.get('load_cpu_s_per_stream_s')} ({m.get('load', 'agents')}) | {m['frames']} / "
+            f"{m.get('load_cpu_s_per_stream_s')}, {m.get('load_cpu_ms_per_frame')} "
+            f"({m.get('load', 'agents')}) | {m['frames']} / "
             f"{m.get('frames_scored', m['frames'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -85,6 +85,10 @@ def score_mode(
         "load_cpu_s_per_stream_s": round(run.load_cpu_s / (streams * run.duration_s), 4)
         if run.load_cpu_s is not None
         else None,
+        # Per frame too: an agents load whose controllers shed frames costs less per second.
+        "load_cpu_ms_per_frame": round(run.load_cpu_s * 1000 / sent, 3)
+        if run.load_cpu_s is not None and sent
+        else None,
         "streams": streams,
         "latencies_ms": [round(v, 2) for v in latencies],
         "controller_decisions": [

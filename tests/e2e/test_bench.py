@@ -79,9 +79,10 @@ def test_replay_load_is_scored_alike_and_costs_far_less_than_agents(
         assert m["frames"] > 2 * 6 * 30 * 0.7, m  # both streams paced at 30 fps
         assert 0.3 < m["f1_vs_oracle"] <= 1.0 and m["f1_vs_gt"] is not None, m
         assert f"({load})" in out.with_suffix(".md").read_text()
-        figures[load] = m["load_cpu_s_per_stream_s"]
-    # No capture, scaling or encoding per stream: a fraction of an agent's CPU.
-    assert figures["replay"] < 0.5 * figures["agents"], figures
+        figures[load] = m["load_cpu_ms_per_frame"]
+    # No capture, scaling or encoding per frame, one process start for all: cheaper per frame
+    # sent (per second could mislead: an agent's controller sheds frames when starved).
+    assert figures["replay"] < 0.7 * figures["agents"], figures
 
 
 @skip_unless("root")
