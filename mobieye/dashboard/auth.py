@@ -95,7 +95,7 @@ class PhoneGrants(Sessions):
         return True
 
 
-GRANT_PAGES = frozenset({"/phone", "/static/phone.js", "/static/live.js", "/favicon.svg"})
+GRANT_PAGES = frozenset({"/phone", "/static/phone.js", "/static/live.js", "/static/favicon.svg"})
 GRANT_OFFER = "/api/phone/offer"
 GRANT_COOKIE = "mobieye_grant"
 
