@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import EdgeAgent, EdgeOutputs
-from edge_agent.encoded_clip import EncodedClip, load_or_encode
+from edge_agent.encoded_clip import EncodedClip, Encoding, load_or_encode
 from edge_agent.replay import ReplaySource
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
@@ -90,9 +90,8 @@ async def run_replay(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first = specs[0]
     replay = first.get("replay", {})
     width = Settings.model_validate(first["settings"]).edge.max_width or 640
-    clip = await asyncio.to_thread(
-        load_or_encode, Path(first["video"]), replay.get("codec", "vp8"), width
-    )
+    how = Encoding(codec=replay.get("codec", "vp8"), width=width)
+    clip = await asyncio.to_thread(load_or_encode, Path(first["video"]), how)
     return list(await asyncio.gather(*(run_agent(spec, clip) for spec in specs)))
 
 

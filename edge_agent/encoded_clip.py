@@ -60,48 +60,46 @@ class EncodedClip:
         raise MobiEyeError("encoded clip holds no keyframe")  # encode_clip makes the first one
 
 
-def _cache_key(video: Path, codec: Codec, width: int, gop: int, kbps: int, frames: int) -> str:
-    spec = f"{FORMAT_VERSION}|{sha256_of(video)}|{codec}|{width}|{gop}|{kbps}|{frames}"
-    return hashlib.sha256(spec.encode()).hexdigest()[:20]
+@dataclass(frozen=True)
+class Encoding:
+    """How a clip is encoded for replay (the cache key, with the clip's content)."""
+
+    codec: Codec = "vp8"
+    width: int = 640  # at most: a narrower clip keeps its size
+    gop: int = DEFAULT_GOP
+    bitrate_kbps: int = DEFAULT_BITRATE_KBPS
+    max_frames: int = MAX_FRAMES
+
+    def key(self, video: Path) -> str:
+        spec = f"{FORMAT_VERSION}|{sha256_of(video)}|{self}"
+        return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
 
 def load_or_encode(
-    video: Path,
-    codec: Codec = "vp8",
-    width: int = 640,
-    gop: int = DEFAULT_GOP,
-    bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
-    max_frames: int = MAX_FRAMES,
-    cache_dir: Path | None = None,
+    video: Path, how: Encoding = Encoding(), cache_dir: Path | None = None
 ) -> EncodedClip:
-    """The clip encoded with these parameters: from the cache, else encoded (and cached)."""
-    if codec not in _ENCODERS:
-        raise MobiEyeError(f"replay codec must be one of {', '.join(_ENCODERS)}, not {codec!r}")
+    """The clip encoded so: from the cache, else encoded (and cached)."""
+    if how.codec not in _ENCODERS:
+        raise MobiEyeError(f"replay codec must be one of {', '.join(_ENCODERS)}, not {how.codec!r}")
     if not video.is_file():
         raise MobiEyeError(f"replay clip {video} is not a file")
     root = (cache_dir or runtime.CACHE_DIR) / "replay"
-    key = _cache_key(video, codec, width, gop, bitrate_kbps, max_frames)
+    key = how.key(video)
     index_path, data_path = root / f"{key}.json", root / f"{key}.bin"
     if index_path.is_file() and data_path.is_file():
         try:
             return _read(index_path, data_path)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("replay cache %s unreadable (%s): encoding again", index_path, exc)
-    clip = encode_clip(video, codec, width, gop, bitrate_kbps, max_frames)
+    clip = encode_clip(video, how)
     _write(clip, index_path, data_path)
     return clip
 
 
-def encode_clip(
-    video: Path,
-    codec: Codec = "vp8",
-    width: int = 640,
-    gop: int = DEFAULT_GOP,
-    bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
-    max_frames: int = MAX_FRAMES,
-) -> EncodedClip:
-    """Decode ``video`` and encode up to ``max_frames`` of it, scaled to ``width`` (even sizes,
-    aspect kept), one packet per frame."""
+def encode_clip(video: Path, how: Encoding = Encoding()) -> EncodedClip:
+    """Decode ``video`` and encode up to ``how.max_frames`` of it, scaled to ``how.width``
+    (even sizes, aspect kept), one packet per frame."""
+    codec, width, gop, bitrate_kbps = how.codec, how.width, how.gop, how.bitrate_kbps
     try:
         container = av.open(str(video))
     except av.FFmpegError as exc:
@@ -122,7 +120,7 @@ def encode_clip(
         packets: list[bytes] = []
         keyframes: list[bool] = []
         for i, frame in enumerate(container.decode(stream)):
-            if i >= max_frames:
+            if i >= how.max_frames:
                 break
             out = frame.reformat(width=w, height=h, format="yuv420p")
             out.pts, out.time_base = i, enc.time_base
