@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from edge_agent.agent import EdgeAgent, EdgeOutputs
-from edge_agent.encoded_clip import load_or_encode
+from edge_agent.encoded_clip import Codec, Encoding, load_or_encode
 from edge_agent.replay import ReplaySource
 from mobieye.config import load_settings
 
@@ -20,14 +20,16 @@ STREAMS, DURATION_S = 3, 8.0
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
 async def test_replayed_streams_are_detected_and_measured_like_captured_ones(
-    worker_url: str, pedestrian_clip: Path, tmp_path: Path
+    worker_url: str, pedestrian_clip: Path, tmp_path: Path, codec: Codec
 ) -> None:
-    clip = await asyncio.to_thread(load_or_encode, pedestrian_clip, cache_dir=tmp_path)
+    clip = await asyncio.to_thread(load_or_encode, pedestrian_clip, Encoding(codec), tmp_path)
     agents = []
     for i in range(STREAMS):
         settings = load_settings(None, {"edge": {"worker_url": worker_url,
-                                                 "stream_id": f"replay-{i}"}})  # fmt: skip
+                                                 "stream_id": f"replay-{codec}-{i}"},
+                                        "webrtc": {"codec": codec}})  # fmt: skip
         source = ReplaySource(clip, pedestrian_clip, fps=30, keep_timeline=True)
         agents.append(EdgeAgent(settings, source, EdgeOutputs(keep_timeline=True)))
     reports = await asyncio.gather(*(a.run(DURATION_S) for a in agents))
@@ -44,7 +46,8 @@ async def test_replayed_streams_are_detected_and_measured_like_captured_ones(
         assert report["controller"]["last"]["level"] == 0  # a replay's level is fixed
     async with httpx.AsyncClient(trust_env=False) as client:
         streams = (await client.get(f"{worker_url}/streams")).json()
-    done = {s["stream_id"]: s for s in streams["recent"] if s["stream_id"].startswith("replay-")}
+    done = {s["stream_id"]: s for s in streams["recent"]
+            if s["stream_id"].startswith(f"replay-{codec}-")}  # fmt: skip
     assert len(done) == STREAMS, streams
     for summary in done.values():
         assert summary["frames_received"] >= 0.9 * 30 * DURATION_S * 0.8, summary
