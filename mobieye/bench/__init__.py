@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from mobieye.bench.capacity import holds, next_streams, sustained
 from mobieye.bench.components import components_markdown, machine, measure_components
 from mobieye.bench.modes import MODE_NAMES, mode_settings
 from mobieye.bench.oracle import load_mot_gt, oracle_boxes, video_info
@@ -75,17 +77,14 @@ def _check_link(link: str) -> None:
         raise MobiEyeError(str(exc)) from exc
 
 
-def capacity(sweep: list[dict[str, Any]], p95_ms: float, min_f1: float = 0.9) -> dict[str, int]:
-    """Per mode, the most streams whose F1 vs oracle and p95 latency both held."""
-    out: dict[str, int] = {}
+def capacity(sweep: list[dict[str, Any]], p95_ms: float) -> dict[str, int]:
+    """Per mode, the most streams whose F1 vs oracle and p95 latency both held (below the
+    fewest that failed: mobieye/bench/capacity.py)."""
+    held: dict[str, dict[int, bool]] = {}
     for point in sweep:
         for mode, m in point["modes"].items():
-            p95 = m["latency_ms"]["p95"]
-            ok = m["f1_vs_oracle"] >= min_f1 and p95 is not None and p95 <= p95_ms
-            out.setdefault(mode, 0)
-            if ok:
-                out[mode] = max(out[mode], point["streams"])
-    return out
+            held.setdefault(mode, {})[point["streams"]] = holds(m, p95_ms)
+    return {mode: sustained(results) for mode, results in held.items()}
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,8 +106,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         counts = sorted({int(n) for n in str(args.streams).split(",")})
     except ValueError as exc:
         raise MobiEyeError(f"--streams takes N or N,N,...: {args.streams!r}") from exc
-    if not counts or counts[0] < 1 or args.workers < 1:
-        raise MobiEyeError("--streams and --workers must be at least 1")
+    if not counts or counts[0] < 1 or args.workers < 1 or args.capacity_max < 1:
+        raise MobiEyeError("--streams, --workers and --capacity-max must be at least 1")
     n_frames, width, height, _ = video_info(video)
     gt = load_mot_gt(Path(args.gt), n_frames, width, height) if args.gt else None
     _check_link(args.link)
@@ -151,36 +150,55 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             settings.model_copy(update={"detector": detector}), video, args.receive_seconds, _note
         )
 
+    def point(topology: Topology, mode: str, n: int) -> dict[str, Any]:
+        _note(
+            f"{mode}: {n} stream(s) on {args.workers} worker(s) for "
+            f"{args.duration:.0f} s over {args.link}"
+        )
+        run = asyncio.run(
+            run_mode(
+                mode_settings(settings, mode, ladder, args.fixed_interval),
+                mode, topology, video, args.duration, n, args.workers, args.load,
+                args.replay_codec,
+            )
+        )  # fmt: skip
+        m = score_mode(run, oracle, gt, sla, args.min_score)
+        lat = m["latency_ms"]
+        _note(
+            f"  {mode}: F1 vs oracle {m['f1_vs_oracle']:.3f}, p95 {lat['p95']} ms, "
+            f"SLA misses {m['sla_miss_ratio']:.1%}, detector {m['detector_fraction']}, "
+            f"uplink {m['uplink_kbps']} kbps"
+        )
+        return m
+
     with _topology(args.link, args.pin_worker_cores) as topology:
-        for n in counts:
-            runs: dict[str, Any] = {}
+        if args.capacity:  # per mode, the counts the search asks for
             for mode in modes:
-                _note(
-                    f"{mode}: {n} stream(s) on {args.workers} worker(s) for "
-                    f"{args.duration:.0f} s over {args.link}"
-                )
-                run = asyncio.run(
-                    run_mode(
-                        mode_settings(settings, mode, ladder, args.fixed_interval),
-                        mode, topology, video, args.duration, n, args.workers, args.load,
-                        args.replay_codec,
-                    )
-                )  # fmt: skip
-                m = score_mode(run, oracle, gt, sla, args.min_score)
-                runs[mode] = m
-                lat = m["latency_ms"]
-                _note(
-                    f"  {mode}: F1 vs oracle {m['f1_vs_oracle']:.3f}, p95 {lat['p95']} ms, "
-                    f"SLA misses {m['sla_miss_ratio']:.1%}, detector {m['detector_fraction']}, "
-                    f"uplink {m['uplink_kbps']} kbps"
-                )
-            if len(counts) == 1:
-                result["modes"] = runs
-            else:
-                result.setdefault("sweep", []).append({"streams": n, "modes": runs})
-    if len(counts) > 1:
+                held: dict[int, bool] = {}
+                while (n := next_streams(held, args.capacity_max)) is not None:
+                    m = point(topology, mode, n)
+                    held[n] = holds(m, args.capacity_p95)
+                    result.setdefault("sweep", []).append({"streams": n, "modes": {mode: m}})
+                    _note(f"  {mode}: {n} stream(s) {'held' if held[n] else 'did not hold'}")
+        else:
+            for n in counts:
+                runs = {mode: point(topology, mode, n) for mode in modes}
+                if len(counts) == 1:
+                    result["modes"] = runs
+                else:
+                    result.setdefault("sweep", []).append({"streams": n, "modes": runs})
+    if "sweep" in result:
         result["capacity"] = capacity(result["sweep"], args.capacity_p95)
-        result["modes"] = result["sweep"][-1]["modes"]
+        cores = args.pin_worker_cores or len(os.sched_getaffinity(0))
+        result["capacity_per_worker_core"] = {
+            mode: round(n / (cores * args.workers), 2) for mode, n in result["capacity"].items()
+        }
+        # Each mode's figures at the most streams it sustained (else at its first count).
+        result["modes"] = {}
+        for pt in result["sweep"]:
+            for mode, m in pt["modes"].items():
+                if mode not in result["modes"] or pt["streams"] == result["capacity"][mode]:
+                    result["modes"][mode] = m
 
     out.parent.mkdir(parents=True, exist_ok=True)
     md = markdown(result)
@@ -195,16 +213,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
             + "\n"
         )
-        if args.pin_worker_cores:
-            md += (
-                "Per worker core (pinned to "
-                + str(args.pin_worker_cores)
-                + "): "
-                + ", ".join(
-                    f"{k} {v / args.pin_worker_cores:g}" for k, v in result["capacity"].items()
-                )
-                + "\n"
-            )
+        where = f"{args.pin_worker_cores} pinned" if args.pin_worker_cores else "all shared"
+        md += (
+            f"Per worker core ({where}): "
+            + ", ".join(f"{k} {v:g}" for k, v in result["capacity_per_worker_core"].items())
+            + "\n"
+        )
     if args.components:
         md += "\n" + "\n".join(components_markdown(result["components"])) + "\n"
     stem = out.with_suffix("")

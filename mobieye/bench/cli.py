@@ -58,6 +58,16 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="codec of the replayed clip (default vp8; the worker must accept it)",
     )  # fmt: skip
     bench.add_argument(
+        "--capacity", action="store_true",
+        help="find each mode's capacity: stream counts doubling from 1 while F1 vs oracle >= "
+        "0.9 and p95 <= --capacity-p95 hold, then bisected; prints streams per worker and "
+        "per worker core (use --load replay, so the load does not eat the worker's CPU)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--capacity-max", type=int, default=32,
+        help="the most streams --capacity tries (default 32)",
+    )  # fmt: skip
+    bench.add_argument(
         "--capacity-p95",
         type=float,
         default=150.0,

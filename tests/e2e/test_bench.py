@@ -153,6 +153,29 @@ def test_emulated_lte_link_runs_edge_and_worker_as_two_hosts(
     assert m["frames"] > 100 and m["f1_vs_oracle"] > 0.5
 
 
+def test_capacity_search_runs_the_counts_it_needs_and_reports_per_core(
+    campus: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    video, gt = campus
+    model = data_dir / "models" / "yolox_nano_dynamic_ultralytics.onnx"
+    out = tmp_path / "cap.json"
+    r = bench(
+        "--video", str(video), "--gt", str(gt), "--models", f"{model}@320", "--duration", "4",
+        "--modes", "mobieye", "--load", "replay", "--capacity", "--capacity-max", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    result = json.loads(out.read_text())
+    tried = [p["streams"] for p in result["sweep"]]
+    n = result["capacity"]["mobieye"]
+    # One stream first; two only if one held; the answer is what held.
+    assert tried in ([1], [1, 2]) and (n == 0) == (tried == [1]) and n <= 2, (tried, n)
+    cores = len(os.sched_getaffinity(0))
+    assert result["capacity_per_worker_core"]["mobieye"] == round(n / cores, 2)
+    md = out.with_suffix(".md").read_text()
+    assert "Streams sustained" in md and "Per worker core (all shared)" in md
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to split")
 def test_pinned_worker_and_load_run_on_their_own_cores() -> None:
     worker_cores, load_cores = split_cores(1)
