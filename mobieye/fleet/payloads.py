@@ -162,7 +162,9 @@ class ObjectEvent(Payload):
         if not all(math.isfinite(x) for x in v):
             raise ValueError("box coordinates must be finite")
         if v[0] > v[2] or v[1] > v[3]:
-            raise ValueError("box must be x1 <= x2 and y1 <= y2")
+            axis, lo, hi = ("x", v[0], v[2]) if v[0] > v[2] else ("y", v[1], v[3])
+            raise ValueError(f"box must be [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2, "
+                             f"but {axis}1 {lo:g} > {axis}2 {hi:g}")  # fmt: skip
         return v
 
 

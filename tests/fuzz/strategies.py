@@ -233,4 +233,9 @@ def location_named(message: str, path: tuple[str | int, ...]) -> bool:
     if not path or ("Invalid JSON" in message and "column" in message):
         return True  # the mutation broke the JSON itself (a lone surrogate): its place is named
     dotted = ".".join(str(p) for p in path)
-    return dotted in message or str(path[-1]) in message
+    if dotted in message or str(path[-1]) in message:
+        return True
+    # A list element breaking a rule across elements (a box's x1 <= x2) is the list's
+    # error: the list must be named as the field in error ("box: ...").
+    parent = ".".join(str(p) for p in path[:-1])
+    return isinstance(path[-1], int) and bool(parent) and f"{parent}: " in message
