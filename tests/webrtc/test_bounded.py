@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 
@@ -73,7 +74,8 @@ def test_the_end_of_stream_sentinel_is_queued_even_when_full() -> None:
     assert list(q.queue) == [item(0, key=True), None]
 
 
-def test_a_real_receiver_gets_the_queue_and_its_decode_error_event() -> None:
+@pytest.mark.asyncio
+async def test_a_real_receiver_gets_the_queue_and_its_decode_error_event() -> None:
     install_bounded_receive_queues(encoded=5, decoded=2)
     pc = RTCPeerConnection()
     try:
@@ -86,3 +88,4 @@ def test_a_real_receiver_gets_the_queue_and_its_decode_error_event() -> None:
         assert RemoteStreamTrack(kind="video")._queue.maxsize == 2  # ...bounded too
     finally:
         uninstall_bounded_receive_queues()
+        await pc.close()
