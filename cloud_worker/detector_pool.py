@@ -125,6 +125,7 @@ class DetectorPool:
         self.default = max(self.stats.values(), key=lambda s: s.accuracy).label
         self.max_pending = max_pending
         self.streams = 0  # attached streams: what a new stream's starting model must allow for
+        self._start_cache: tuple[tuple[int, float], float, str] | None = None
         self.max_batch = max_batch
         self.min_deadline_s = min_deadline_s
         self._on_restart = on_restart
@@ -167,8 +168,16 @@ class DetectorPool:
     def starting_label(self, detections_per_s: float) -> str:
         """The model for a stream its edge has not chosen one for yet: the most accurate one
         that the streams now attached can all run at ``detections_per_s`` each."""
+        # Asked every frame: worked out again only when the load changes, or after a second
+        # (the measured times drift), not per frame.
+        key, now = (self.streams, detections_per_s), time.monotonic()
+        cached = self._start_cache
+        if cached is not None and cached[0] == key and now - cached[1] < 1.0:
+            return cached[2]
         chosen = starting_model(self.model_infos(), self.streams, detections_per_s)
-        return chosen.label if chosen is not None else self.default
+        label = chosen.label if chosen is not None else self.default
+        self._start_cache = (key, now, label)
+        return label
 
     def names(self, label: str) -> dict[int, str]:
         return self.detectors[label].names
