@@ -11,9 +11,10 @@ import cv2
 import uvicorn
 
 from cloud_worker.app import create_app
-from mobieye.config import Settings
+from mobieye.config import LadderModel, Settings
 from mobieye.detector import Detector, UltralyticsDetector
 from mobieye.errors import ConfigError
+from mobieye.models.profile import ProfileCache
 from mobieye.mqtt.preflight import check_broker, worker_account_problem
 from mobieye.runtime import is_loopback_host
 from mobieye.tls import TlsFiles, file_fingerprint, resolve_tls
@@ -39,17 +40,39 @@ def prepare_receiver_webrtc(settings: Settings) -> None:
 
 
 def build_detectors(settings: Settings) -> dict[str, tuple[Detector, float]]:
-    """The worker's models: the ladder when one is configured, else detector.model alone."""
+    """The worker's models: the ladder when one is configured, else detector.model alone.
+
+    With ``detector.runtime: auto`` each model runs on the runtime ``mobieye models profile``
+    chose for it on this machine (its cache), and its cached timing seeds the pool; a model
+    without a profile here runs on onnxruntime, and the log says how to profile it."""
     if not settings.ladder:
-        detector = UltralyticsDetector(settings.detector)
-        label = f"{Path(detector.ref.spec).stem}@{settings.detector.imgsz}"
-        return {label: (detector, 0.0)}
+        d = settings.detector
+        rungs = [LadderModel(path=d.model or "", imgsz=d.imgsz, accuracy=0.0, sha256=d.sha256)]
+        if not d.model or not Path(d.model).expanduser().exists():
+            detector = UltralyticsDetector(d)  # a stock name or a missing file: its own error
+            return {f"{Path(detector.ref.spec).stem}@{d.imgsz}": (detector, 0.0)}
+    else:
+        rungs = list(settings.ladder)
+    cache = ProfileCache()
     out: dict[str, tuple[Detector, float]] = {}
-    for rung in settings.ladder:
+    for rung in rungs:
         cfg = settings.detector.model_copy(
             update={"model": rung.path, "imgsz": rung.imgsz, "sha256": rung.sha256}
         )
-        out[rung.label] = (UltralyticsDetector(cfg), rung.accuracy)
+        profile = cache.chosen(rung, cfg.threads) if cfg.runtime == "auto" else None
+        if profile is not None:
+            cfg = cfg.model_copy(update={"runtime": profile.runtime})
+            log.info("%s: serving on %s, profiled here at %.1f ms (F1 vs FP32 %.3f)",
+                     rung.label, profile.runtime, profile.mean_ms,
+                     profile.f1_vs_fp32)  # fmt: skip
+        elif cfg.runtime == "auto":
+            log.info("%s: no profile for this machine in %s: serving on onnxruntime (run "
+                     "`mobieye models profile` once to measure the faster runtimes)",
+                     rung.label, cache.path)  # fmt: skip
+        detector = UltralyticsDetector(cfg)
+        if profile is not None:
+            detector.prior_ms = (profile.runtime, profile.mean_ms, profile.std_ms)
+        out[rung.label] = (detector, rung.accuracy)
     return out
 
 

@@ -33,6 +33,9 @@ def _check_imgsz(v: int) -> int:
     return v
 
 
+RuntimeName = Literal["auto", "onnxruntime", "openvino-fp32", "openvino-bf16", "openvino-int8"]
+
+
 class DetectorConfig(_Section):
     model: str | None = Field(
         default=None,
@@ -52,6 +55,14 @@ class DetectorConfig(_Section):
         "choice, the first GPU PyTorch sees for .pt; ONNX Runtime's own providers for .onnx).",
     )
     half: bool = Field(default=False, description="FP16 inference (CUDA only).")
+    runtime: RuntimeName = Field(
+        default="auto",
+        description="How an ONNX model runs: auto (the fastest runtime that `mobieye models "
+        "profile` measured for it on this machine within 0.02 F1 of FP32, else onnxruntime), "
+        "onnxruntime (FP32), or an OpenVINO variant built once into the cache (fp32, bf16, "
+        "int8 quantised with NNCF on TUD-Campus frames). A variant that can't be built falls "
+        "back to onnxruntime with a warning.",
+    )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-fA-F]{64}$",

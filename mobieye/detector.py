@@ -19,6 +19,7 @@ from mobieye.config import DetectorConfig
 from mobieye.detections import Detections
 from mobieye.errors import ModelError
 from mobieye.models.digest import verified_digest
+from mobieye.models.runtimes import NATIVE, PRECISION_HINT, build_variant, configure_openvino
 from mobieye.runtime import configure_ultralytics_env
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,33 @@ class UltralyticsDetector:
         self.name = self.ref.name
         self.names: dict[int, str] = {}
         self.sha256: str | None = None  # of the file served, once loaded
+        self.runtime: str = NATIVE if self._is_onnx else "ultralytics"  # what serves it
         self._model: Any = None
+        # (runtime, mean ms, std ms) measured by `mobieye models profile` on this machine: the
+        # pool's prior instead of measuring again at start-up (only if that runtime serves).
+        self.prior_ms: tuple[str, float, float] | None = None
+
+    @property
+    def _is_onnx(self) -> bool:
+        return self.ref.path is not None and self.ref.path.suffix.lower() == ".onnx"
+
+    def _served_path(self) -> Path | str:
+        """The file the configured runtime serves: the model itself, or its cached OpenVINO
+        variant; a variant that can't be had falls back to the model as given, saying why."""
+        wanted = self.cfg.runtime
+        if wanted == "auto" or wanted == NATIVE or self.ref.path is None:
+            return self.ref.path or self.ref.spec
+        if not self._is_onnx:
+            log.warning("runtime %s needs an ONNX model; serving %s as it is", wanted,
+                        self.ref.spec)  # fmt: skip
+            return self.ref.path
+        try:
+            served = build_variant(self.ref.path, wanted, self.cfg.imgsz)
+        except ModelError as exc:
+            log.warning("%s; falling back to onnxruntime (FP32)", exc)
+            return self.ref.path
+        self.runtime = wanted
+        return served
 
     def load(self) -> None:
         """Load weights and warm up; raises ModelError naming the path on any failure (and
@@ -129,13 +156,17 @@ class UltralyticsDetector:
             from ultralytics.models import YOLO
 
             torch.set_num_threads(self.cfg.threads)
-            self._model = YOLO(str(self.ref.path or self.ref.spec), task="detect")
+            served = self._served_path()
+            self._model = YOLO(str(served), task="detect")
             if self.ref.untrained:
                 log.warning("%s is an architecture with untrained weights: its timings are "
                             "real, its boxes are not", self.ref.spec)  # fmt: skip
             self.names = {int(k): str(v) for k, v in self._model.names.items()}
             self.detect([np.zeros((64, 64, 3), dtype=np.uint8)])  # builds the predictor
             self._set_onnx_threads()
+            if self.runtime in PRECISION_HINT:
+                backend = self._model.predictor.model.backend
+                configure_openvino(backend, Path(served), self.runtime, self.cfg.threads)
             self.detect([np.zeros((480, 640, 3), dtype=np.uint8)])
         except ModelError:
             raise
@@ -145,8 +176,9 @@ class UltralyticsDetector:
                 hint = " (no internet? pass --model PATH or set MOBIEYE_MODEL to a local file)"
             raise ModelError(f"cannot load model {self.ref.spec}: {exc}{hint}") from exc
         log.info(
-            "loaded %s (%d classes, imgsz %d, %d threads, device %s%s) in %.1f s",
+            "loaded %s on %s (%d classes, imgsz %d, %d threads, device %s%s) in %.1f s",
             self.ref.spec,
+            self.runtime,
             len(self.names),
             self.cfg.imgsz,
             self.cfg.threads,

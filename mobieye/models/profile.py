@@ -22,9 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 from mobieye import runtime
+from mobieye.accuracy import F1Score, match_counts
 from mobieye.config import DetectorConfig, LadderModel
+from mobieye.detections import Detections
 from mobieye.detector import UltralyticsDetector
-from mobieye.errors import SourceError
+from mobieye.errors import ModelError, SourceError
+from mobieye.models.runtimes import F1_TOLERANCE, NATIVE, RUNTIMES, Runtime
 from mobieye.stats import percentile
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,9 @@ Image = npt.NDArray[np.uint8]
 
 DEFAULT_CLIP = Path("videos") / "TUD-Stadtmitte.mp4"
 DEFAULT_REPEATS = 50
-DEFAULT_FRAMES = 20
+DEFAULT_FRAMES = 60
 WARMUP_CALLS = 3
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one profile per runtime, with its F1 against the FP32 model
 
 
 def machine_id() -> str:
@@ -69,6 +72,14 @@ class ModelProfile:
     samples: int
     threads: int
     machine: str
+    runtime: str = NATIVE
+    # F1 of this runtime's boxes against the FP32 (onnxruntime) model's on the same frames.
+    f1_vs_fp32: float = 1.0
+
+    @property
+    def within_tolerance(self) -> bool:
+        """Close enough to FP32 to be chosen by default."""
+        return self.f1_vs_fp32 >= 1.0 - F1_TOLERANCE
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,17 +126,28 @@ def default_video() -> Path:
 
 
 def profile_model(
-    model: LadderModel, threads: int, frames: Sequence[Image], repeats: int
-) -> ModelProfile:
-    """Load the rung, warm it up on real frames, then time ``repeats`` calls (cycling frames)."""
+    model: LadderModel,
+    threads: int,
+    frames: Sequence[Image],
+    repeats: int,
+    runtime: Runtime = NATIVE,
+    reference: Sequence[Detections] | None = None,
+) -> tuple[ModelProfile, list[Detections]]:
+    """Load the rung on ``runtime``, detect every frame once (scored against ``reference``, the
+    FP32 model's boxes on the same frames), then time ``repeats`` calls (cycling frames).
+    Returns the profile and the boxes. ModelError when the runtime can't serve the model."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if not frames:
         raise ValueError("no frames to profile on")
     detector = UltralyticsDetector(
-        DetectorConfig(model=model.path, imgsz=model.imgsz, threads=threads)
+        DetectorConfig(model=model.path, imgsz=model.imgsz, threads=threads, runtime=runtime)
     )
     detector.load()
+    if detector.runtime != runtime and runtime != NATIVE:
+        raise ModelError(f"{model.label}: runtime {runtime} is not available (see the warning)")
+    boxes = [detector.detect([f])[0] for f in frames]
+    f1 = 1.0 if reference is None else agreement(boxes, reference)
     # load() warms up on blank frames; a few real ones settle allocations for this frame size.
     for i in range(WARMUP_CALLS):
         detector.detect([frames[i % len(frames)]])
@@ -146,7 +168,17 @@ def profile_model(
         samples=repeats,
         threads=threads,
         machine=machine_id(),
-    )
+        runtime=runtime,
+        f1_vs_fp32=round(f1, 4),
+    ), boxes
+
+
+def agreement(boxes: Sequence[Detections], reference: Sequence[Detections]) -> float:
+    """F1 of ``boxes`` against ``reference`` frame by frame (IoU 0.5, same class)."""
+    score = F1Score()
+    for got, want in zip(boxes, reference, strict=True):
+        score.add(match_counts(got.xyxy, got.class_id, want.xyxy, want.class_id))
+    return score.f1
 
 
 def _file_identity(path_s: str) -> tuple[str, int, int] | None:
@@ -178,11 +210,13 @@ class ProfileCache:
         self.machine = machine or machine_id()
         self._warned = False
 
-    def _key(self, model_path: str, imgsz: int, threads: int, machine: str) -> str | None:
+    def _key(
+        self, model_path: str, imgsz: int, threads: int, machine: str, runtime: str
+    ) -> str | None:
         ident = _file_identity(model_path)
         if ident is None:
             return None
-        return json.dumps([*ident, imgsz, threads, machine])
+        return json.dumps([*ident, imgsz, threads, machine, runtime])
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
@@ -209,8 +243,8 @@ class ProfileCache:
             log.warning("ignoring profile cache %s: %s", self.path, why)
             self._warned = True
 
-    def get(self, model: LadderModel, threads: int) -> ModelProfile | None:
-        key = self._key(model.path, model.imgsz, threads, self.machine)
+    def get(self, model: LadderModel, threads: int, runtime: str = NATIVE) -> ModelProfile | None:
+        key = self._key(model.path, model.imgsz, threads, self.machine, runtime)
         if key is None:
             return None
         entry = self._read().get(key)
@@ -226,13 +260,23 @@ class ProfileCache:
             cached, label=model.label, path=model.path, accuracy=model.accuracy
         )
 
-    def reusable(self, model: LadderModel, threads: int, repeats: int) -> ModelProfile | None:
+    def reusable(
+        self, model: LadderModel, threads: int, repeats: int, runtime: str = NATIVE
+    ) -> ModelProfile | None:
         """The cached profile if it has at least ``repeats`` samples (else measure again)."""
-        cached = self.get(model, threads)
+        cached = self.get(model, threads, runtime)
         return cached if cached is not None and cached.samples >= repeats else None
 
+    def chosen(self, model: LadderModel, threads: int) -> ModelProfile | None:
+        """The fastest runtime measured for this file, size and thread count on this machine
+        whose boxes stay within tolerance of FP32; None when nothing is cached."""
+        found = [p for r in RUNTIMES if (p := self.get(model, threads, r)) is not None]
+        return choose_runtime(found)
+
     def put(self, profile: ModelProfile) -> None:
-        key = self._key(profile.path, profile.imgsz, profile.threads, profile.machine)
+        key = self._key(
+            profile.path, profile.imgsz, profile.threads, profile.machine, profile.runtime
+        )
         if key is None:
             return
         entries = self._read()  # re-read: another process may have added profiles meanwhile
@@ -250,6 +294,12 @@ class ProfileCache:
             raise
 
 
+def choose_runtime(profiles: Sequence[ModelProfile]) -> ModelProfile | None:
+    """The fastest (mean ms) profile within tolerance of FP32; FP32 itself always qualifies."""
+    fit = [p for p in profiles if p.within_tolerance]
+    return min(fit, key=lambda p: p.mean_ms) if fit else None
+
+
 def profile_ladder(
     ladder: Sequence[LadderModel],
     threads: int,
@@ -258,47 +308,75 @@ def profile_ladder(
     refresh: bool = False,
     progress: Callable[[str], None] | None = None,
     repeats: int = DEFAULT_REPEATS,
+    runtimes: Sequence[Runtime] = (NATIVE,),
 ) -> list[ModelProfile]:
-    """Profile every rung (in ladder order), reusing cached figures unless ``refresh``.
+    """Profile every rung on every runtime (ladder order), reusing cached figures unless
+    ``refresh``. FP32 onnxruntime always runs first: its boxes are what the others are scored
+    against. A runtime that can't serve a rung is reported and skipped.
 
     A cached profile is reused only if it has at least ``repeats`` samples, so asking for more
     samples measures again. Frames are read only if something needs measuring.
     """
     say = progress or (lambda _msg: None)
+    order = [NATIVE, *[r for r in runtimes if r != NATIVE]]
     frames: list[Image] | None = None
     out: list[ModelProfile] = []
     for i, model in enumerate(ladder, 1):
-        cached = None if refresh else cache.reusable(model, threads, repeats)
-        if cached is not None:
-            say(f"[{i}/{len(ladder)}] {model.label}: {_summary(cached)} (cached)")
-            out.append(cached)
-            continue
-        if frames is None:
-            frames = load_frames(video or default_video())
-        say(f"[{i}/{len(ladder)}] {model.label}: profiling {repeats} calls on {threads} thread(s)")
-        profile = profile_model(model, threads, frames, repeats)
-        cache.put(profile)
-        say(f"[{i}/{len(ladder)}] {model.label}: {_summary(profile)}")
-        out.append(profile)
+        reference: list[Detections] | None = None
+        for rt in order:
+            tag = f"[{i}/{len(ladder)}] {model.label} on {rt}"
+            cached = None if refresh else cache.reusable(model, threads, repeats, rt)
+            if cached is not None:
+                say(f"{tag}: {_summary(cached)} (cached)")
+                out.append(cached)
+                continue
+            if frames is None:
+                frames = load_frames(video or default_video())
+            if reference is None and rt != NATIVE:
+                say(f"{tag}: FP32 reference boxes first")
+                _, reference = profile_model(model, threads, frames, 1)
+            say(f"{tag}: profiling {repeats} calls on {threads} thread(s)")
+            try:
+                profile, boxes = profile_model(model, threads, frames, repeats, rt, reference)
+            except ModelError as exc:
+                say(f"{tag}: skipped ({exc})")
+                continue
+            if rt == NATIVE:
+                reference = boxes
+            cache.put(profile)
+            say(f"{tag}: {_summary(profile)}")
+            out.append(profile)
     return out
 
 
 def _summary(p: ModelProfile) -> str:
     return (
-        f"mean {p.mean_ms:.1f} ms, std {p.std_ms:.1f} ms, p95 {p.p95_ms:.1f} ms ({p.samples} calls)"
+        f"mean {p.mean_ms:.1f} ms, std {p.std_ms:.1f} ms, p95 {p.p95_ms:.1f} ms ({p.samples} "
+        f"calls), F1 vs FP32 {p.f1_vs_fp32:.3f}"
     )
 
 
 def format_profiles(profiles: Sequence[ModelProfile], cached: Collection[str] = ()) -> str:
-    """A Markdown table, one row per rung; labels in ``cached`` are marked "(cached)"."""
+    """A Markdown table, one row per rung and runtime; ``cached`` holds "label/runtime" keys
+    of rows read from the cache. The chosen runtime of each rung is marked "chosen"."""
+    chosen = {}
+    for label in dict.fromkeys(p.label for p in profiles):
+        best = choose_runtime([p for p in profiles if p.label == label])
+        if best is not None:
+            chosen[label] = best.runtime
+    base = {p.label: p.mean_ms for p in profiles if p.runtime == NATIVE}
     lines = [
-        "| model | file | imgsz | accuracy | mean ms | std ms | p95 ms | calls | threads |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | runtime | imgsz | accuracy | mean ms | p95 ms | vs FP32 | F1 vs FP32 "
+        "| chosen | calls | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in profiles:
-        mark = " (cached)" if p.label in cached else ""
+        mark = " (cached)" if f"{p.label}/{p.runtime}" in cached else ""
+        speed = f"{base[p.label] / p.mean_ms:.2f}x" if p.label in base and p.mean_ms else "-"
+        pick = "yes" if chosen.get(p.label) == p.runtime else ""
         lines.append(
-            f"| {p.label}{mark} | {Path(p.path).name} | {p.imgsz} | {p.accuracy:g} "
-            f"| {p.mean_ms:.2f} | {p.std_ms:.2f} | {p.p95_ms:.2f} | {p.samples} | {p.threads} |"
+            f"| {p.label}{mark} | {p.runtime} | {p.imgsz} | {p.accuracy:g} | {p.mean_ms:.2f} "
+            f"| {p.p95_ms:.2f} | {speed} | {p.f1_vs_fp32:.3f} | {pick} | {p.samples} "
+            f"| {p.threads} |"
         )
     return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Inference runtimes for an ONNX detector, and the cached OpenVINO variants they run.
+
+``onnxruntime`` serves the file as given (FP32). The OpenVINO runtimes serve an IR converted
+from it once into the cache directory: ``openvino-fp32`` and ``openvino-bf16`` share one FP32 IR
+(bf16 is a CPU precision hint: AVX-512 BF16 / AMX where the CPU has them), ``openvino-int8`` is
+post-training quantised with NNCF on frames of the shared clips. Variants are keyed by the source
+file's SHA-256, so another file never reuses them; they are written atomically and never
+committed. Which runtime a worker uses is chosen by measurement (``mobieye models profile``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from mobieye import runtime as mruntime
+from mobieye.errors import ModelError
+from mobieye.models.digest import sha256_of
+
+log = logging.getLogger(__name__)
+
+Image = npt.NDArray[np.uint8]
+Runtime = Literal["onnxruntime", "openvino-fp32", "openvino-bf16", "openvino-int8"]
+NATIVE: Runtime = "onnxruntime"
+RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "openvino-fp32", "openvino-bf16", "openvino-int8")
+# OpenVINO CPU precision hint per runtime (None: the IR's own, INT8 where quantised).
+PRECISION_HINT: dict[str, str | None] = {
+    "openvino-fp32": "f32",
+    "openvino-bf16": "bf16",
+    "openvino-int8": None,
+}
+# A variant whose boxes agree with the FP32 model's less than this is never chosen by default.
+F1_TOLERANCE = 0.02
+CALIBRATION_FRAMES = 120
+# INT8 calibrates on one clip; `mobieye models profile` scores every runtime on the other.
+CALIBRATION_CLIPS = ("TUD-Campus.mp4",)
+STRIDE = 32
+
+
+def parse_runtimes(value: str) -> list[Runtime]:
+    """``all`` or a comma-separated list of runtime names; a clear error for anything else."""
+    if value.strip() == "all":
+        return list(RUNTIMES)
+    out: list[Runtime] = []
+    for name in (v.strip() for v in value.split(",")):
+        if not name:
+            continue
+        if name not in RUNTIMES:
+            raise ModelError(
+                f"unknown runtime {name!r}: expected 'all' or some of {', '.join(RUNTIMES)}"
+            )
+        out.append(name)  # checked against RUNTIMES just above
+    if not out:
+        raise ModelError(f"no runtime named in {value!r}: expected 'all' or {', '.join(RUNTIMES)}")
+    return out
+
+
+def openvino_available() -> str | None:
+    """None when OpenVINO imports; else why not (the caller falls back and says so)."""
+    try:
+        import openvino  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library
+        return f"OpenVINO is not usable here ({exc})"
+    return None
+
+
+def variant_dir(source: Path, runtime: Runtime, digest: str) -> Path:
+    """Where the cache keeps ``source``'s IR for ``runtime`` (fp32 and bf16 share one)."""
+    kind = "int8" if runtime == "openvino-int8" else "fp32"
+    name = f"{source.stem}-{digest[:16]}-{kind}_openvino_model"  # suffix ultralytics recognises
+    return mruntime.CACHE_DIR / "runtimes" / name
+
+
+def letterbox(image: Image, imgsz: int) -> npt.NDArray[np.float32]:
+    """The 1x3xHxW float input ultralytics feeds a dynamic model: longest side ``imgsz``,
+    each side padded up to a multiple of 32 with grey (what calibration must see)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(imgsz / h, imgsz / w)
+    nh, nw = round(h * scale), round(w * scale)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    ph, pw = -nh % STRIDE, -nw % STRIDE
+    top, left = ph // 2, pw // 2
+    padded = cv2.copyMakeBorder(
+        resized, top, ph - top, left, pw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+    )
+    chw = padded[:, :, ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW
+    return np.ascontiguousarray(chw[None], dtype=np.float32) / 255.0
+
+
+def calibration_frames(count: int = CALIBRATION_FRAMES) -> list[Image]:
+    """Frames spread over the shared clips (never the internet): what INT8 is calibrated on."""
+    import cv2
+
+    videos = mruntime.default_data_dir() / "videos"
+    clips = [videos / c for c in CALIBRATION_CLIPS if (videos / c).is_file()]
+    if not clips:
+        raise ModelError(
+            f"no calibration clip: none of {', '.join(CALIBRATION_CLIPS)} is in {videos} "
+            "(set MOBIEYE_DATA_DIR to the shared data)"
+        )
+    frames: list[Image] = []
+    per_clip = -(-count // len(clips))
+    for clip in clips:
+        cap = cv2.VideoCapture(str(clip))
+        total = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 1)
+        step = max(total // per_clip, 1)
+        try:
+            for index in range(0, total, step):
+                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                ok, image = cap.read()
+                if not ok or len(frames) >= count:
+                    break
+                frames.append(np.asarray(image, dtype=np.uint8))
+        finally:
+            cap.release()
+    return frames
+
+
+def build_variant(
+    source: Path,
+    runtime: Runtime,
+    imgsz: int,
+    frames: Callable[[], Sequence[Image]] = calibration_frames,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """The path ``runtime`` serves ``source`` from: the file itself for onnxruntime, else the
+    cached IR (built now if missing). ModelError naming the file and the reason on failure."""
+    if runtime == NATIVE:
+        return source
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if source.suffix.lower() != ".onnx":
+        raise ModelError(
+            f"runtime {runtime} needs an ONNX model to convert, not {source.name} "
+            "(export it first: mobieye models profile --export onnx)"
+        )
+    why = openvino_available()
+    if why is not None:
+        raise ModelError(f"runtime {runtime} for {source.name}: {why}")
+    out = variant_dir(source, runtime, sha256_of(source))
+    if (out / "model.xml").is_file() and (out / "metadata.yaml").is_file():
+        return out
+    say = progress or log.info
+    say(f"{source.name}: building the {runtime} variant in {out}")
+    try:
+        _convert(source, runtime, imgsz, frames, out)
+    except ModelError:
+        raise
+    except Exception as exc:  # a graph OpenVINO or NNCF can't take
+        raise ModelError(f"cannot build the {runtime} variant of {source.name}: {exc}") from exc
+    return out
+
+
+def _convert(
+    source: Path,
+    runtime: Runtime,
+    imgsz: int,
+    frames: Callable[[], Sequence[Image]],
+    out: Path,
+) -> None:
+    import openvino as ov
+    import yaml
+    from ultralytics.nn.backends.base import BaseBackend
+
+    metadata = BaseBackend.read_metadata(source)
+    if not metadata.get("names"):
+        raise ModelError(
+            f"{source.name} carries no ultralytics metadata (class names): it can't be "
+            "served from an OpenVINO variant"
+        )
+    model = ov.convert_model(str(source))
+    if runtime == "openvino-int8":
+        import nncf
+
+        samples = [letterbox(f, imgsz) for f in frames()]
+        if not samples:
+            raise ModelError(f"no calibration frames to quantise {source.name} with")
+        model = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(samples),
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        meta: dict[str, Any] = {str(k): v for k, v in metadata.items()}
+        meta["mobieye_runtime"] = runtime
+        meta["mobieye_source"] = source.name
+        (tmp / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        if out.exists():  # a half-built leftover: replace it
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def configure_openvino(backend: Any, model_dir: Path, runtime: str, threads: int) -> None:
+    """Recompile ultralytics' OpenVINO model with our thread budget and precision, static per
+    input shape (recompiled when the frame size changes: measured faster than dynamic here)."""
+    from functools import partial
+
+    import openvino as ov
+
+    xml = next(model_dir.glob("*.xml"))
+    core = ov.Core()
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    hint = PRECISION_HINT.get(runtime)
+    if hint is not None:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    backend.compile_model = partial(core.compile_model, device_name="CPU", config=config)
+    weights = str(xml.with_suffix(".bin"))
+    backend.read_model = partial(core.read_model, model=str(xml), weights=weights)
+    backend.ov_compiled_model = backend.compile_model(backend.read_model())
