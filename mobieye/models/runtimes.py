@@ -10,9 +10,11 @@ committed. Which runtime a worker uses is chosen by measurement (``mobieye model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -185,12 +187,14 @@ def _convert(
         samples = [letterbox(f, imgsz) for f in frames()]
         if not samples:
             raise ModelError(f"no calibration frames to quantise {source.name} with")
-        model = nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(samples),
-        )
+        # NNCF draws progress bars on stdout, which is for results (tables, JSON): stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            model = nncf.quantize(
+                model,
+                nncf.Dataset(samples),
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(samples),
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

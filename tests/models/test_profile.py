@@ -69,7 +69,7 @@ def test_profile_two_real_models_then_reuse_the_cache(
     # Other thread count: measured again.
     profile_ladder([small], 2, pedestrian_clip, cache, repeats=3)
     assert len(loads) == 3
-    table = format_profiles(second, cached={small.label})
+    table = format_profiles(second, cached={f"{small.label}/onnxruntime"})
     assert f"| {small.label} (cached) |" in table and f"| {large.label} |" in table
 
 
@@ -169,7 +169,7 @@ def test_cache_keeps_profiles_per_threads(tmp_path: Path, model_file: Path) -> N
     hit = cache.get(_rung(model_file), 2)
     assert hit is not None and hit.mean_ms == 3.0
     data = json.loads(cache.path.read_text())
-    assert data["version"] == 1 and len(data["profiles"]) == 2
+    assert data["version"] == 2 and len(data["profiles"]) == 2
     assert not list(cache.path.parent.glob(".profiles-*"))  # no temp files left behind
 
 
@@ -209,3 +209,23 @@ def test_stock_names_are_not_cached(tmp_path: Path) -> None:
     cache.put(_profile(Path("yolo11n.pt")))
     assert not cache.path.exists()
     assert cache.get(_rung(Path("yolo11n.pt")), 1) is None
+
+
+def test_chosen_runtime_is_the_fastest_within_tolerance_of_fp32(
+    tmp_path: Path, model_file: Path
+) -> None:
+    cache = _cache(tmp_path)
+    assert cache.chosen(_rung(model_file), 1) is None  # nothing profiled: the worker says so
+    base = _profile(model_file)
+    for runtime, mean, f1 in (
+        ("onnxruntime", 10.0, 1.0),
+        ("openvino-bf16", 7.0, 0.985),
+        ("openvino-int8", 4.0, 0.95),  # fastest, but moves too many boxes
+    ):
+        cache.put(dataclasses.replace(base, runtime=runtime, mean_ms=mean, f1_vs_fp32=f1))
+    chosen = cache.chosen(_rung(model_file), 1)
+    assert chosen is not None and chosen.runtime == "openvino-bf16" and chosen.mean_ms == 7.0
+    assert cache.chosen(_rung(model_file), 2) is None  # another thread budget
+    assert _cache(tmp_path, machine="other CPU, 64 cores").chosen(_rung(model_file), 1) is None
+    model_file.write_bytes(b"other weights")  # another file at the same path
+    assert cache.chosen(_rung(model_file), 1) is None
