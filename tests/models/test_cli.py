@@ -30,8 +30,8 @@ def ladder(data_dir: Path) -> str:
 
 def test_profile_writes_table_and_json_then_reuses_the_cache(tmp_path: Path, ladder: str) -> None:
     out = tmp_path / "out.json"
-    args = ("profile", "--ladder", ladder, "--repeats", "3", "--json", str(out), "--runtimes")
-    args += ("onnxruntime",)
+    args: tuple[str, ...] = ("profile", "--ladder", ladder, "--repeats", "3", "--json", str(out))
+    args += ("--runtimes", "onnxruntime")
     r = run_cli(tmp_path / "cache", *args)
     assert r.returncode == 0, r.stderr
     assert "| model | runtime | imgsz |" in r.stdout
