@@ -45,14 +45,13 @@ def build_detectors(settings: Settings) -> dict[str, tuple[Detector, float]]:
     With ``detector.runtime: auto`` each model runs on the runtime ``mobieye models profile``
     chose for it on this machine (its cache), and its cached timing seeds the pool; a model
     without a profile here runs on onnxruntime, and the log says how to profile it."""
-    if not settings.ladder:
-        d = settings.detector
-        rungs = [LadderModel(path=d.model or "", imgsz=d.imgsz, accuracy=0.0, sha256=d.sha256)]
+    d = settings.detector
+    rungs = list(settings.ladder)
+    if not rungs:
         if not d.model or not Path(d.model).expanduser().exists():
             detector = UltralyticsDetector(d)  # a stock name or a missing file: its own error
             return {f"{Path(detector.ref.spec).stem}@{d.imgsz}": (detector, 0.0)}
-    else:
-        rungs = list(settings.ladder)
+        rungs = [LadderModel(path=d.model, imgsz=d.imgsz, accuracy=0.0, sha256=d.sha256)]
     cache = ProfileCache()
     out: dict[str, tuple[Detector, float]] = {}
     for rung in rungs:

@@ -2,10 +2,11 @@
 
 ``onnxruntime`` serves the file as given (FP32). The OpenVINO runtimes serve an IR converted
 from it once into the cache directory: ``openvino-fp32`` and ``openvino-bf16`` share one FP32 IR
-(bf16 is a CPU precision hint: AVX-512 BF16 / AMX where the CPU has them), ``openvino-int8`` is
-post-training quantised with NNCF on frames of the shared clips. Variants are keyed by the source
-file's SHA-256, so another file never reuses them; they are written atomically and never
-committed. Which runtime a worker uses is chosen by measurement (``mobieye models profile``).
+(``export_model``'s; bf16 is a CPU precision hint: AVX-512 BF16 / AMX where the CPU has them),
+``openvino-int8`` is that IR post-training quantised with NNCF on TUD-Campus frames at the
+rung's input size. Variants are keyed by the source file's SHA-256, so another file never reuses
+them; they are written atomically and never committed. Which runtime a worker uses is chosen
+by measurement (``mobieye models profile``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mobieye import runtime as mruntime
+from mobieye.config import LadderModel
 from mobieye.errors import ModelError
 from mobieye.models.digest import sha256_of
 
@@ -74,10 +76,9 @@ def openvino_available() -> str | None:
     return None
 
 
-def variant_dir(source: Path, runtime: Runtime, digest: str) -> Path:
-    """Where the cache keeps ``source``'s IR for ``runtime`` (fp32 and bf16 share one)."""
-    kind = "int8" if runtime == "openvino-int8" else "fp32"
-    name = f"{source.stem}-{digest[:16]}-{kind}_openvino_model"  # suffix ultralytics recognises
+def int8_dir(source: Path, digest: str, imgsz: int) -> Path:
+    """Where the cache keeps ``source``'s INT8 IR, calibrated at ``imgsz``."""
+    name = f"{source.stem}-{digest[:16]}-int8-{imgsz}_openvino_model"  # ultralytics' suffix
     return mruntime.CACHE_DIR / "runtimes" / name
 
 
@@ -149,60 +150,47 @@ def build_variant(
     why = openvino_available()
     if why is not None:
         raise ModelError(f"runtime {runtime} for {source.name}: {why}")
-    out = variant_dir(source, runtime, sha256_of(source))
-    if (out / "model.xml").is_file() and (out / "metadata.yaml").is_file():
+    from mobieye.models.export import export_model  # imports the detector, which imports us
+
+    # fp32 and bf16 serve the plain IR (bf16 is a compile-time hint); INT8 is quantised from it.
+    rung = LadderModel(path=str(source), imgsz=imgsz, accuracy=0.0)
+    ir = Path(export_model(rung, "openvino").path)
+    if runtime != "openvino-int8":
+        return ir
+    out = int8_dir(source, sha256_of(source), imgsz)
+    if (out / "metadata.yaml").is_file() and any(out.glob("*.xml")):
         return out
-    say = progress or log.info
-    say(f"{source.name}: building the {runtime} variant in {out}")
+    (progress or log.info)(f"{source.name}: quantising to INT8 at {imgsz} into {out}")
     try:
-        _convert(source, runtime, imgsz, frames, out)
+        _quantise(ir, imgsz, frames, out)
     except ModelError:
         raise
-    except Exception as exc:  # a graph OpenVINO or NNCF can't take
-        raise ModelError(f"cannot build the {runtime} variant of {source.name}: {exc}") from exc
+    except Exception as exc:  # a graph NNCF can't take
+        raise ModelError(f"cannot quantise {source.name} to INT8: {exc}") from exc
     return out
 
 
-def _convert(
-    source: Path,
-    runtime: Runtime,
-    imgsz: int,
-    frames: Callable[[], Sequence[Image]],
-    out: Path,
-) -> None:
+def _quantise(ir: Path, imgsz: int, frames: Callable[[], Sequence[Image]], out: Path) -> None:
+    import nncf
     import openvino as ov
-    import yaml
-    from ultralytics.nn.backends.base import BaseBackend
 
-    metadata = BaseBackend.read_metadata(source)
-    if not metadata.get("names"):
-        raise ModelError(
-            f"{source.name} carries no ultralytics metadata (class names): it can't be "
-            "served from an OpenVINO variant"
+    samples = [letterbox(f, imgsz) for f in frames()]
+    if not samples:
+        raise ModelError(f"no calibration frames to quantise {ir.name} with")
+    model = ov.Core().read_model(str(next(ir.glob("*.xml"))))
+    # NNCF draws progress bars on stdout, which is for results (tables, JSON): stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        model = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(samples),
         )
-    model = ov.convert_model(str(source))
-    if runtime == "openvino-int8":
-        import nncf
-
-        samples = [letterbox(f, imgsz) for f in frames()]
-        if not samples:
-            raise ModelError(f"no calibration frames to quantise {source.name} with")
-        # NNCF draws progress bars on stdout, which is for results (tables, JSON): stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            model = nncf.quantize(
-                model,
-                nncf.Dataset(samples),
-                preset=nncf.QuantizationPreset.MIXED,
-                subset_size=len(samples),
-            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        meta: dict[str, Any] = {str(k): v for k, v in metadata.items()}
-        meta["mobieye_runtime"] = runtime
-        meta["mobieye_source"] = source.name
-        (tmp / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        shutil.copy2(ir / "metadata.yaml", tmp / "metadata.yaml")
         if out.exists():  # a half-built leftover: replace it
             shutil.rmtree(out)
         os.replace(tmp, out)

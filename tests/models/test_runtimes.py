@@ -62,15 +62,16 @@ def test_bf16_variant_is_built_once_and_keeps_fp32_boxes(
     assert bf16.runtime == "openvino-bf16"
     assert bf16.names == fp32.names  # class names come across from the ONNX metadata
     assert agreement([bf16.detect([f])[0] for f in frames], reference) >= 0.95
-    (variant,) = (cache_dir / "runtimes").iterdir()
-    assert variant.name.endswith("-fp32_openvino_model")
-    built = (variant / "model.bin").stat().st_mtime_ns
+    (variant,) = (cache_dir / "exports").iterdir()  # export_model's IR, shared with --export
+    assert variant.name.endswith("_openvino_model")
+    (weights,) = variant.glob("*.bin")
+    built = weights.stat().st_mtime_ns
 
     again = UltralyticsDetector(
         DetectorConfig(model=str(yolox), imgsz=320, runtime="openvino-fp32")
     )
     again.load()  # fp32 and bf16 share the IR: nothing is converted again
-    assert (variant / "model.bin").stat().st_mtime_ns == built
+    assert weights.stat().st_mtime_ns == built
     assert agreement([again.detect([f])[0] for f in frames], reference) >= 0.99
 
 
@@ -79,7 +80,7 @@ def test_int8_quantises_on_calibration_frames(
 ) -> None:
     frames = load_frames(pedestrian_clip, count=8)
     out = build_variant(yolox, "openvino-int8", 320, frames=lambda: frames)
-    assert out.name.endswith("-int8_openvino_model")
+    assert out.name.endswith("-int8-320_openvino_model")
     assert "FakeQuantize" in (out / "model.xml").read_text()  # really quantised
     int8 = UltralyticsDetector(DetectorConfig(model=str(yolox), imgsz=320, runtime="openvino-int8"))
     int8.load()
