@@ -31,6 +31,7 @@ from mobieye.keyframe_policy import (
     KeyframeHistory,
     decide_keyframe,
     thumbnail_change,
+    tune_age,
     tune_interval,
 )
 from mobieye.messages import Result, Timings
@@ -253,11 +254,11 @@ class StreamProcessor:
         if self.keyframe.adaptive and len(tracked) + len(fresh):
             tp, fp, fn = counts
             f1 = 2 * tp / (2 * tp + fp + fn)
-            interval = tune_interval(
-                self.keyframe, self.keyframe.interval, f1, self.accuracy_target
-            )
-            if interval != self.keyframe.interval:
-                self.keyframe = self.keyframe.model_copy(update={"interval": interval})
+            kf = self.keyframe
+            interval = tune_interval(kf, kf.interval, f1, self.accuracy_target)
+            age = tune_age(kf, kf.max_age_s, f1, self.accuracy_target)
+            if interval != kf.interval or age != kf.max_age_s:
+                self.keyframe = kf.model_copy(update={"interval": interval, "max_age_s": age})
 
     def _result(self, frame: DecodedFrame, source: str, track_ms: float) -> Result:
         h, w = frame.gray.shape[:2]

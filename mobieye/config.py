@@ -124,7 +124,15 @@ class KeyframeConfig(_Section):
         default=6, ge=1, le=1000, description="Detect every N-th frame (starting value)."
     )
     min_interval: int = Field(default=2, ge=1, description="Never detect more often than this.")
-    max_age_s: float = Field(default=0.5, gt=0, description="Detect when boxes are older.")
+    max_age_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Detect when boxes are older (starting value: tuned online with the "
+        "interval, from measured drift, when adaptive).",
+    )
+    max_age_cap_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Upper bound when the age limit is tuned online."
+    )
     scene_change: float = Field(
         default=0.12, gt=0, le=1, description="Mean absolute frame change (0-1) that triggers."
     )
@@ -159,6 +167,12 @@ class KeyframeConfig(_Section):
             self.min_interval = self.interval
         if self.interval > self.max_interval and "max_interval" not in given:
             self.max_interval = self.interval
+        if self.max_age_s > self.max_age_cap_s and "max_age_cap_s" not in given:
+            self.max_age_cap_s = self.max_age_s
+        if self.max_age_s > self.max_age_cap_s:
+            raise ValueError(
+                f"max_age_s {self.max_age_s} must not exceed max_age_cap_s {self.max_age_cap_s}"
+            )
         if self.min_interval > self.interval:
             raise ValueError(
                 f"min_interval {self.min_interval} must not exceed interval {self.interval}"

@@ -19,7 +19,13 @@ from mobieye.config import DetectorConfig
 from mobieye.detections import Detections
 from mobieye.errors import ModelError
 from mobieye.models.digest import verified_digest
-from mobieye.models.runtimes import NATIVE, PRECISION_HINT, build_variant, configure_openvino
+from mobieye.models.runtimes import (
+    NATIVE,
+    PRECISION_HINT,
+    ShapeCompiled,
+    build_variant,
+    configure_openvino,
+)
 from mobieye.runtime import configure_ultralytics_env
 
 log = logging.getLogger(__name__)
@@ -119,6 +125,7 @@ class UltralyticsDetector:
         # (runtime, mean ms, std ms) measured by `mobieye models profile` on this machine: the
         # pool's prior instead of measuring again at start-up (only if that runtime serves).
         self.prior_ms: tuple[str, float, float] | None = None
+        self.openvino: ShapeCompiled | None = None  # the compiled models, on OpenVINO runtimes
 
     @property
     def _is_onnx(self) -> bool:
@@ -166,7 +173,9 @@ class UltralyticsDetector:
             self._set_onnx_threads()
             if self.runtime in PRECISION_HINT:
                 backend = self._model.predictor.model.backend
-                configure_openvino(backend, Path(served), self.runtime, self.cfg.threads)
+                self.openvino = configure_openvino(
+                    backend, Path(served), self.runtime, self.cfg.threads
+                )
             self.detect([np.zeros((480, 640, 3), dtype=np.uint8)])
         except ModelError:
             raise

@@ -83,6 +83,23 @@ def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: 
     return interval
 
 
+MIN_AGE_S = 0.05  # the age limit never tunes below this (a frame or two at any rate)
+
+
+def tune_age(cfg: KeyframeConfig, age_s: float, agreement: float, target: float) -> float:
+    """The age limit (seconds) follows the same measured drift as the interval (frames).
+
+    A fixed limit forces detections by the clock whatever the tracker manages: 0.5 s is every
+    5 frames at 10 fps, however still the scene. Below the target it shrinks as the interval
+    does; well above it, it grows by a tenth, up to ``max_age_cap_s``.
+    """
+    if agreement < target:
+        return max(MIN_AGE_S, age_s * 0.7)
+    if agreement > min(1.0, target + 0.1):
+        return min(cfg.max_age_cap_s, age_s * 1.1)
+    return age_s
+
+
 def thumbnail_change(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
     """Mean absolute difference of two equal-size grey thumbnails, as a fraction of 255."""
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) / 255.0

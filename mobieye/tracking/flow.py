@@ -42,8 +42,11 @@ class FlowConfig:
     """LK pyramid levels above the base: 2 covers ~30 px/frame of motion at the flow scale."""
     lk_iters: int = 10
     lk_eps: float = 0.03
-    fb_check: bool = True
-    """Track back and drop points that do not return home (MedianFlow's forward-backward check)."""
+    fb_check: bool = False
+    """Track back and drop points that do not return home (MedianFlow's forward-backward check).
+    Off by default: against the oracle over 6- and 12-frame intervals it changed F1 by -0.01 to
+    +0.04 on the four shared clips (the medians already reject stray points) and cost 35% of a
+    step, the worker's largest per-frame stage."""
     fb_max_error: float = 1.0
     """Forward-backward error limit, in flow pixels."""
     min_valid_points: int = 4

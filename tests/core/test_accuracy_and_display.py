@@ -1,10 +1,11 @@
 import numpy as np
+import pytest
 
 from mobieye.accuracy import F1Score, match_counts
 from mobieye.config import KeyframeConfig
 from mobieye.detections import Detections
 from mobieye.display import ArrivedResult, display_timeline
-from mobieye.keyframe_policy import tune_interval
+from mobieye.keyframe_policy import MIN_AGE_S, tune_age, tune_interval
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
@@ -48,3 +49,23 @@ def test_interval_tuning_moves_toward_the_accuracy_target() -> None:
     assert tune_interval(cfg, 8, agreement=0.9, target=0.85) == 8
     assert tune_interval(cfg, 2, agreement=0.1, target=0.85) == 2
     assert tune_interval(cfg, 12, agreement=1.0, target=0.85) == 12
+
+
+def test_age_limit_follows_drift_like_the_interval() -> None:
+    cfg = KeyframeConfig(max_age_s=0.5, max_age_cap_s=2.0)
+    assert tune_age(cfg, 0.5, agreement=0.99, target=0.85) == pytest.approx(0.55)  # stable
+    assert tune_age(cfg, 0.5, agreement=0.5, target=0.85) == pytest.approx(0.35)  # drift
+    assert tune_age(cfg, 0.5, agreement=0.9, target=0.85) == 0.5
+    assert tune_age(cfg, 1.95, agreement=1.0, target=0.85) == 2.0  # capped
+    assert tune_age(cfg, MIN_AGE_S, agreement=0.0, target=0.85) == MIN_AGE_S  # floored
+    # A stable scene at 10 fps: the clock stops forcing a detection every 5 frames.
+    age = 0.5
+    for _ in range(10):
+        age = tune_age(cfg, age, agreement=1.0, target=0.85)
+    assert age * 10 > cfg.max_interval
+
+
+def test_age_cap_follows_a_start_set_past_it() -> None:
+    assert KeyframeConfig(max_age_s=5).max_age_cap_s == 5
+    with pytest.raises(ValueError, match="max_age_s 5.0 must not exceed max_age_cap_s 1.0"):
+        KeyframeConfig(max_age_s=5, max_age_cap_s=1)

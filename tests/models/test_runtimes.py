@@ -75,6 +75,23 @@ def test_bf16_variant_is_built_once_and_keeps_fp32_boxes(
     assert agreement([again.detect([f])[0] for f in frames], reference) >= 0.99
 
 
+def test_openvino_compiles_each_batch_shape_once(
+    yolox: Path, cache_dir: Path, pedestrian_clip: Path
+) -> None:
+    # The worker batches 1..max_batch keyframes: alternating sizes must not recompile per call
+    # (ultralytics' backend did, and compiling cost more CPU than inference under 8 streams).
+    frames = load_frames(pedestrian_clip, count=3)
+    det = UltralyticsDetector(DetectorConfig(model=str(yolox), imgsz=320, runtime="openvino-fp32"))
+    det.load()
+    assert det.openvino is not None
+    singles = [det.detect([f])[0] for f in frames]
+    after_warm_up = det.openvino.compiles
+    for size in (3, 1, 2, 3, 1, 2):
+        batch = det.detect(frames[:size])
+        assert agreement(batch, singles[:size]) >= 0.99  # a batch's boxes are each frame's own
+    assert det.openvino.compiles - after_warm_up == 2  # batches of 3 and 2, once each
+
+
 def test_int8_quantises_on_calibration_frames(
     yolox: Path, cache_dir: Path, pedestrian_clip: Path
 ) -> None:
