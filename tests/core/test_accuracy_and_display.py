@@ -67,5 +67,5 @@ def test_age_limit_follows_drift_like_the_interval() -> None:
 
 def test_age_cap_follows_a_start_set_past_it() -> None:
     assert KeyframeConfig(max_age_s=5).max_age_cap_s == 5
-    with pytest.raises(ValueError, match="max_age_s 5.0 must not exceed max_age_cap_s 1.0"):
+    with pytest.raises(ValueError, match=r"max_age_s 5\.0 must not exceed max_age_cap_s 1\.0"):
         KeyframeConfig(max_age_s=5, max_age_cap_s=1)
