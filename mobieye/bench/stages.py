@@ -140,3 +140,29 @@ def table_markdown(rows: list[StageRow]) -> str:
         ms = "" if r.ms_per_frame is None else f"{r.ms_per_frame:.2f}"
         lines.append(f"| {r.stage} | {r.share:.1%} | {ms} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mobieye.bench.stages PROFILE.raw``: the table of a py-spy profile."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mobieye.bench.stages",
+        description="The worker's CPU by stage from a py-spy profile taken with "
+        "'py-spy record --pid WORKER --format raw --nonblocking --rate 50 -o PROFILE.raw'.",
+    )
+    parser.add_argument("profile", type=Path, help="py-spy --format raw output")
+    parser.add_argument("--cpu-s", type=float, help="the worker's CPU seconds while profiled")
+    parser.add_argument("--frames", type=int, help="frames it received meanwhile")
+    args = parser.parse_args(argv)
+    try:
+        text = args.profile.read_text()
+    except OSError as exc:
+        parser.error(f"cannot read {args.profile}: {exc.strerror}")
+    print(table_markdown(stage_table(parse_raw(text), args.cpu_s, args.frames)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
