@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 IDLE = "idle"
 # (stage, pattern, scope), first match wins: "any" frame of the stack, or only its "leaf" (the
@@ -117,21 +116,6 @@ def stage_table(
         StageRow(stage, n / total, None if per_frame is None else per_frame * n / total)
         for stage, n in sorted(counts.items(), key=lambda kv: -kv[1])
     ]
-
-
-def table_json(rows: list[StageRow], samples: int, seconds: float) -> dict[str, Any]:
-    return {
-        "samples": samples,
-        "seconds": seconds,
-        "stages": [
-            {
-                "stage": r.stage,
-                "share": round(r.share, 4),
-                "ms_per_frame": None if r.ms_per_frame is None else round(r.ms_per_frame, 3),
-            }
-            for r in rows
-        ],  # fmt: skip
-    }
 
 
 def table_markdown(rows: list[StageRow]) -> str:

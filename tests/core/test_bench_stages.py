@@ -13,7 +13,8 @@ STEP = (
 )
 RAW = "\n".join(
     [
-        f"{STEP};FlowTracker.step (mobieye/tracking/flow.py:262);_lk (mobieye/tracking/flow.py:150) 6",
+        f"{STEP};FlowTracker.step (mobieye/tracking/flow.py:262);"
+        "_lk (mobieye/tracking/flow.py:150) 6",
         f"{STEP} 1",  # the thumbnail's resize: native, under the step itself
         "Thread.run (threading.py:982);decoder_worker (aiortc/rtcrtpreceiver.py:79);"
         "Vp8Decoder.decode (aiortc/codecs/vpx.py:120) 2",
