@@ -71,6 +71,7 @@ class _Pending:
     future: Future[DetectOutput]
     deadline_s: float  # monotonic: past it, the stream gives up on this detection
     grays: list[Gray] = field(default_factory=list)
+    reason: str = "interval"  # the keyframe rule that asked for it
 
 
 @dataclass(eq=False)
@@ -181,7 +182,7 @@ class StreamProcessor:
                 decision = KeyframeDecision(False, "pool_busy")
             else:
                 deadline = time.monotonic() + self.pool.deadline_s(self.model)
-                self._pending = _Pending(frame.seq, future, deadline, [gray])
+                self._pending = _Pending(frame.seq, future, deadline, [gray], decision.reason)
                 self.history = self.history.after_detect(facts)
                 self._key_thumb = thumb
                 self.detections_submitted += 1
@@ -235,7 +236,7 @@ class StreamProcessor:
             dets = propagate(pending.grays, dets)
         h, w = pending.grays[-1].shape[:2]
         dets = dets.clip(w, h)
-        self._tune(self.assigner.tracks, dets)
+        self._tune(self.assigner.tracks, dets, pending.reason)
         self.assigner.update(dets)
         self._last_detect_seq = pending.seq
         self._last_detect_ms = out.inference_ms
@@ -243,7 +244,7 @@ class StreamProcessor:
         self._names = self.pool.names(out.model)
         return self.assigner.events
 
-    def _tune(self, tracked: Detections, fresh: Detections) -> None:
+    def _tune(self, tracked: Detections, fresh: Detections, reason: str) -> None:
         if not self.keyframe.track_between or self.detector_runs < 1:  # nothing tracked yet
             return
         # Only confident boxes: those near the threshold come and go with image noise alone.
@@ -256,7 +257,7 @@ class StreamProcessor:
             f1 = 2 * tp / (2 * tp + fp + fn)
             kf = self.keyframe
             interval = tune_interval(kf, kf.interval, f1, self.accuracy_target)
-            age = tune_age(kf, kf.max_age_s, f1, self.accuracy_target)
+            age = tune_age(kf, kf.max_age_s, f1, self.accuracy_target, reason)
             if interval != kf.interval or age != kf.max_age_s:
                 self.keyframe = kf.model_copy(update={"interval": interval, "max_age_s": age})
 

@@ -86,15 +86,19 @@ def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: 
 MIN_AGE_S = 0.05  # the age limit never tunes below this (a frame or two at any rate)
 
 
-def tune_age(cfg: KeyframeConfig, age_s: float, agreement: float, target: float) -> float:
+def tune_age(
+    cfg: KeyframeConfig, age_s: float, agreement: float, target: float, reason: str = "max_age"
+) -> float:
     """The age limit (seconds) follows the same measured drift as the interval (frames).
 
     A fixed limit forces detections by the clock whatever the tracker manages: 0.5 s is every
-    5 frames at 10 fps, however still the scene. Below the target it shrinks as the interval
-    does; well above it, it grows by a tenth, up to ``max_age_cap_s``.
+    5 frames at 10 fps, however still the scene. Well above the target it grows by a tenth, up
+    to ``max_age_cap_s``. It shrinks (as the interval does) only when it was the limit that
+    fired (``reason`` of the keyframe judged): drift within the interval is the interval's to
+    answer, and shrinking both would detect twice as often for the same drift.
     """
     if agreement < target:
-        return max(MIN_AGE_S, age_s * 0.7)
+        return max(MIN_AGE_S, age_s * 0.7) if reason == "max_age" else age_s
     if agreement > min(1.0, target + 0.1):
         return min(cfg.max_age_cap_s, age_s * 1.1)
     return age_s

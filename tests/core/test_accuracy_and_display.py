@@ -55,6 +55,8 @@ def test_age_limit_follows_drift_like_the_interval() -> None:
     cfg = KeyframeConfig(max_age_s=0.5, max_age_cap_s=2.0)
     assert tune_age(cfg, 0.5, agreement=0.99, target=0.85) == pytest.approx(0.55)  # stable
     assert tune_age(cfg, 0.5, agreement=0.5, target=0.85) == pytest.approx(0.35)  # drift
+    # Drift on a keyframe the interval asked for is the interval's to answer, not the clock's.
+    assert tune_age(cfg, 0.5, agreement=0.5, target=0.85, reason="interval") == 0.5
     assert tune_age(cfg, 0.5, agreement=0.9, target=0.85) == 0.5
     assert tune_age(cfg, 1.95, agreement=1.0, target=0.85) == 2.0  # capped
     assert tune_age(cfg, MIN_AGE_S, agreement=0.0, target=0.85) == MIN_AGE_S  # floored
