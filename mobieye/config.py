@@ -127,6 +127,7 @@ class KeyframeConfig(_Section):
     max_age_s: float = Field(
         default=0.5,
         gt=0,
+        le=3600,
         description="Detect when boxes are older (starting value: tuned online with the "
         "interval, from measured drift, when adaptive).",
     )

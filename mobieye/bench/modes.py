@@ -38,7 +38,7 @@ def mode_settings(
         data["keyframe"].update(
             interval=fixed_interval, min_interval=fixed_interval, max_interval=fixed_interval,
             adaptive=False, wait_for_detection=True, scene_change=1.0, min_track_quality=0.0,
-            max_age_s=3600.0,
+            max_age_s=3600.0, max_age_cap_s=3600.0,
         )  # fmt: skip
     elif mode in ("mobieye", "stock-receive"):
         data["ladder"] = [m.model_dump(mode="json") for m in ladder]
