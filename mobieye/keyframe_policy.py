@@ -87,7 +87,7 @@ MIN_AGE_S = 0.05  # the age limit never tunes below this (a frame or two at any 
 
 
 def tune_age(
-    cfg: KeyframeConfig, age_s: float, agreement: float, target: float, reason: str = "max_age"
+    cfg: KeyframeConfig, age_s: float, agreement: float, target: float, reason: str
 ) -> float:
     """The age limit (seconds) follows the same measured drift as the interval (frames).
 

@@ -1,4 +1,5 @@
-"""The worker's per-frame CPU by stage, from a py-spy profile (``mobieye bench --py-spy``).
+"""The worker's per-frame CPU by stage, from a py-spy profile of it (``python -m
+mobieye.bench.stages PROFILE.raw``; the README shows how the profile is taken).
 
 py-spy samples every thread of the worker at a fixed rate and, by default, keeps only threads
 that are running (idle ones, and those waiting on the GIL, sleep and are left out), so a

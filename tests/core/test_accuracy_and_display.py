@@ -53,17 +53,21 @@ def test_interval_tuning_moves_toward_the_accuracy_target() -> None:
 
 def test_age_limit_follows_drift_like_the_interval() -> None:
     cfg = KeyframeConfig(max_age_s=0.5, max_age_cap_s=2.0)
-    assert tune_age(cfg, 0.5, agreement=0.99, target=0.85) == pytest.approx(0.55)  # stable
-    assert tune_age(cfg, 0.5, agreement=0.5, target=0.85) == pytest.approx(0.35)  # drift
+
+    def tuned(age: float, agreement: float, reason: str = "max_age") -> float:
+        return tune_age(cfg, age, agreement, target=0.85, reason=reason)
+
+    assert tuned(0.5, 0.99) == pytest.approx(0.55)  # stable: lengthen
+    assert tuned(0.5, 0.5) == pytest.approx(0.35)  # drift on a keyframe the clock forced
     # Drift on a keyframe the interval asked for is the interval's to answer, not the clock's.
-    assert tune_age(cfg, 0.5, agreement=0.5, target=0.85, reason="interval") == 0.5
-    assert tune_age(cfg, 0.5, agreement=0.9, target=0.85) == 0.5
-    assert tune_age(cfg, 1.95, agreement=1.0, target=0.85) == 2.0  # capped
-    assert tune_age(cfg, MIN_AGE_S, agreement=0.0, target=0.85) == MIN_AGE_S  # floored
+    assert tuned(0.5, 0.5, reason="interval") == 0.5
+    assert tuned(0.5, 0.9) == 0.5
+    assert tuned(1.95, 1.0) == 2.0  # capped
+    assert tuned(MIN_AGE_S, 0.0) == MIN_AGE_S  # floored
     # A stable scene at 10 fps: the clock stops forcing a detection every 5 frames.
     age = 0.5
     for _ in range(10):
-        age = tune_age(cfg, age, agreement=1.0, target=0.85)
+        age = tune_age(cfg, age, agreement=1.0, target=0.85, reason="interval")
     assert age * 10 > cfg.max_interval
 
 
