@@ -22,7 +22,9 @@ from fastapi import FastAPI
 from cloud_worker.context import WorkerContext
 from cloud_worker.detector_pool import DetectorPool
 from cloud_worker.guard import WorkerGuard
+from cloud_worker.load import WorkerLoad
 from cloud_worker.routes import router
+from mobieye.capacity import CEILING
 from mobieye.config import Settings
 from mobieye.detector import Detector
 from mobieye.errors import ModelError
@@ -54,7 +56,7 @@ def create_app(
         m = state.metrics
         pool = DetectorPool(
             detectors,
-            max_pending=settings.worker.max_streams,
+            max_pending=settings.worker.max_streams or CEILING,
             max_batch=settings.worker.max_batch,
             min_deadline_s=settings.worker.detection_deadline_s,
             on_restart=m.detector_restarts.inc,
@@ -65,6 +67,16 @@ def create_app(
         # collection over them stalls every stream for ~200 ms. Freeze them out of the collector.
         gc.collect()
         gc.freeze()
+        state.load = WorkerLoad(
+            pool, settings.keyframe.interval, settings.controller.sla_ms,
+            settings.detector.threads, settings.worker.max_streams,
+        )  # fmt: skip
+        cap = state.load.capacity()
+        log.info(
+            "worker %s admits %s streams (%s; %.1f CPU ms and %.1f detector ms per frame at "
+            "%.0f fps on %g cores)", worker_id, state.admits(), state.load.basis,
+            cap.cpu_ms_per_frame, cap.detector_ms_per_frame, cap.fps, cap.cores,
+        )  # fmt: skip
         state.pool = pool
         log.info("worker %s ready: models %s", worker_id, ", ".join(detectors))
 
@@ -82,8 +94,10 @@ def create_app(
         for session in list(state.sessions.values()):
             session.send_stats(len(state.sessions))
             session.check_timeouts()
-        if state.pool is None:
+        if state.pool is None or state.load is None:
             return problem
+        state.load.tick(state.sessions)
+        state.metrics.observe_load(state.load)
         # Say it once when the worker stops being able to detect, and once when it recovers.
         now = state.detector_problem()
         state.metrics.detector_up.set(0 if now else 1)

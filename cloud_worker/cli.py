@@ -21,7 +21,11 @@ def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker.add_argument("--host", help="bind address (default 127.0.0.1)")
     worker.add_argument("--port", type=int, help="HTTP port (default 8000)")
     worker.add_argument("--id", help="worker id (default host-port)")
-    worker.add_argument("--max-streams", type=int, help="refuse streams past this (default 8)")
+    worker.add_argument(
+        "--max-streams",
+        type=int,
+        help="refuse streams past this (default: the worker's measured capacity at the SLA)",
+    )
     broker_flag(worker)
 
 

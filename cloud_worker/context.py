@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 from cloud_worker.detector_health import detector_problem
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.load import WorkerLoad
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.session import StreamSession
 from cloud_worker.viewers import ViewerHub
+from mobieye.capacity import Admission
 from mobieye.config import Settings
 from mobieye.detector import Detector
 from mobieye.fleet.presence import FleetPresence
@@ -24,6 +26,7 @@ class WorkerContext:
     worker_id: str
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     pool: DetectorPool | None = None
+    load: WorkerLoad | None = None  # with the pool
     load_error: str | None = None
     sessions: dict[str, StreamSession] = field(default_factory=dict)
     recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
@@ -41,6 +44,13 @@ class WorkerContext:
     @property
     def streams(self) -> dict[str, StreamSession]:
         return self.sessions
+
+    def admits(self) -> int:
+        """Streams this worker takes now (0 until its models are loaded)."""
+        return self.load.admits() if self.load is not None else 0
+
+    def admission(self) -> Admission:
+        return self.load.admission() if self.load is not None else Admission(0, None)
 
     def model_labels(self) -> list[str]:
         return list(self.detectors)

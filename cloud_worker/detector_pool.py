@@ -124,6 +124,9 @@ class DetectorPool:
         # The default is the most accurate model: the controller steps down when it must.
         self.default = max(self.stats.values(), key=lambda s: s.accuracy).label
         self.max_pending = max_pending
+        # Set each second by the worker's overload governor (mobieye/capacity.py): how much
+        # longer every stream's keyframe spacing is than its own policy says.
+        self.keyframe_stretch = 1.0
         self.streams = 0  # attached streams: what a new stream's starting model must allow for
         self._start_cache: tuple[tuple[int, float], float, str] | None = None
         self.max_batch = max_batch

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from cloud_worker.load import WorkerLoad
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 FAST_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25)
@@ -131,6 +135,27 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+
+        self.capacity = Gauge(
+            "mobieye_capacity_streams",
+            "Streams this worker admits (measured at the SLA unless worker.max_streams is set)",
+            registry=r,
+        )
+        self.frame_cpu = Gauge(
+            "mobieye_frame_cpu_ms", "Measured process CPU per frame served, detection included",
+            registry=r,
+        )  # fmt: skip
+        self.keyframe_stretch = Gauge(
+            "mobieye_keyframe_stretch",
+            "Factor the overload governor stretches every stream's keyframe spacing by (1: not)",
+            registry=r,
+        )
+
+    def observe_load(self, load: WorkerLoad) -> None:
+        cap = load.capacity()
+        self.capacity.set(load.admits())
+        self.frame_cpu.set(cap.cpu_ms_per_frame)
+        self.keyframe_stretch.set(load.stretch)
 
     def forget_stream(self, stream: str) -> None:
         """Drop a finished stream's label sets so cardinality stays bounded."""

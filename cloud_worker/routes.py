@@ -4,6 +4,7 @@ the viewers' routes. Each reaches the worker's state through ``request.app.state
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Annotated
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -37,8 +38,16 @@ async def healthz(state: Worker) -> JSONResponse:
         "models": state.model_labels(),
         "model_sha256": state.model_hashes(),
         "streams": len(state.sessions),
-        "max_streams": state.settings.worker.max_streams,
+        "max_streams": state.admits(),
     }
+    if state.load is not None:
+        load = state.load
+        body["capacity"] = {
+            **asdict(load.capacity()),
+            "admits_by": load.basis,
+            "keyframe_stretch": load.stretch,
+            "cpu_utilisation": round(load.utilisation, 3),
+        }
     if state.load_error:
         return JSONResponse({**body, "status": "failed", "error": state.load_error}, 503)
     if not state.ready:
@@ -124,10 +133,12 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
     problem = state.detector_problem()
     if problem:
         return refuse(503, f"worker cannot detect: {problem}", state, "failing")
-    if len(state.sessions) >= settings.worker.max_streams:
+    admits = state.admits()
+    if len(state.sessions) >= admits:
+        basis = state.load.basis if state.load is not None else "fixed"
         return refuse(
             503,
-            f"worker at capacity ({settings.worker.max_streams} streams): try another worker",
+            f"worker at capacity ({admits} streams, {basis}): try another worker",
             state,
             "capacity",
         )

@@ -135,6 +135,13 @@ class StreamSession:
         )
         self._send(encode(welcome))
 
+    @property
+    def results_sent(self) -> int:
+        return self.status.results_sent
+
+    def recent_worker_p95(self) -> float | None:
+        return self.status.recent_worker_p95()
+
     def send_stats(self, streams: int) -> None:
         """Called about once a second by the worker: inputs of the edge's controller."""
         stats = self.status.worker_stats(self.pool.model_infos(), streams, self._slot.dropped)

@@ -29,6 +29,8 @@ from mobieye.stats import percentile
 from mobieye.tracking import AssignmentEvents
 
 MAX_SAMPLES = 10_000  # per stats period, drop-oldest: a period at 30 fps holds far fewer
+RECENT_RESULTS = 90  # the worker-side latency window the overload governor reads (~3 s)
+MIN_RECENT = 10
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class StreamStatus:
         self._stats_bytes = 0
         self._stats_runs = 0
         self._stats_results = 0
+        self._recent_ms: deque[float] = deque(maxlen=RECENT_RESULTS)  # received -> sent
         self._last_boxes: dict[int, Box] = {}  # where each track was last seen, for its "end"
 
     # -- facts in ------------------------------------------------------------------------------
@@ -87,10 +90,17 @@ class StreamStatus:
         """A result went to the edge; returns its box age in frames (None: no detection yet)."""
         self.results_sent += 1
         self.decisions[reason] += 1
+        self._recent_ms.append(result.timings.total_ms)
         age = frames_between(result.detect_seq, result.seq)
         if age is not None:
             self._box_ages.append(age)
         return age
+
+    def recent_worker_p95(self) -> float | None:
+        """p95 of the worker's own latency over the last results (None: too few yet)."""
+        if len(self._recent_ms) < MIN_RECENT:
+            return None
+        return percentile(list(self._recent_ms), 95)
 
     def on_hello(self, hello: Hello) -> bool:
         """The edge's hello; True when it stamps frames otherwise than assumed so far."""

@@ -234,7 +234,13 @@ class WebRTCConfig(_Section):
 class WorkerConfig(_Section):
     host: str = Field(default="127.0.0.1", description="Bind address; anything wider is explicit.")
     port: int = Field(default=8000, ge=0, le=65535)
-    max_streams: int = Field(default=8, ge=1, le=256)
+    max_streams: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Streams this worker admits. Unset: its measured capacity at the SLA (its "
+        "models on its runtime and cores, mobieye/capacity.py), advertised in its MQTT state.",
+    )
     max_sdp_bytes: int = Field(default=64 * 1024, ge=1024)
     max_batch: int = Field(
         default=4, ge=1, le=64, description="Keyframes of different streams per detector call."

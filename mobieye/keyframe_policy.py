@@ -6,6 +6,7 @@ without sockets and the controller can retune it (the config is the only knob).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,24 @@ def decide_keyframe(
     if facts.track_quality < cfg.min_track_quality:
         return KeyframeDecision(True, "tracking_quality")
     return KeyframeDecision(False, "track")
+
+
+def stretched(cfg: KeyframeConfig, factor: float) -> KeyframeConfig:
+    """The policy with every spacing rule ``factor`` times longer: what the worker's overload
+    governor (mobieye/capacity.py) applies to all its streams alike, so keyframes thin out
+    evenly instead of some streams' detections queueing behind others'. Past ``max_interval``
+    too: under overload a late keyframe beats a late frame."""
+    if factor <= 1.0:
+        return cfg
+    return cfg.model_copy(
+        update={
+            "interval": math.ceil(cfg.interval * factor),
+            "min_interval": math.ceil(cfg.min_interval * factor),
+            "max_interval": math.ceil(cfg.max_interval * factor),
+            "max_age_s": cfg.max_age_s * factor,
+            "max_age_cap_s": cfg.max_age_cap_s * factor,
+        }
+    )
 
 
 def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: float) -> int:

@@ -43,6 +43,14 @@ class WorkerState(Payload):
         default_factory=dict, max_length=64, description="SHA-256 of each model it serves."
     )
     capacity: int = Field(default=0, ge=0, description="Most streams this worker takes.")
+    capacity_basis: Literal["fixed", "measured", "prior"] | None = Field(
+        default=None,
+        description="fixed: worker.max_streams; measured: its own costs at the SLA; prior: "
+        "profiled detector time until enough frames have been served.",
+    )
+    keyframe_stretch: NonNegative | None = Field(
+        default=None, description="How much its overload governor stretches keyframes (1: not)."
+    )
     streams: int = Field(default=0, ge=0, description="Streams it serves now.")
     load: NonNegative = Field(
         default=0.0, description="0..1 and beyond: detector busy fraction or streams/capacity."

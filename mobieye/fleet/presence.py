@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from mobieye.capacity import Admission
 from mobieye.config import Settings
 from mobieye.errors import MobiEyeError
 from mobieye.fleet import topics
@@ -55,6 +56,7 @@ class PresentWorker(Protocol):
     def model_hashes(self) -> dict[str, str]: ...
     def detector_busy_s(self) -> float: ...
     def detector_problem(self) -> str | None: ...
+    def admission(self) -> Admission: ...
 
 
 log = logging.getLogger(__name__)
@@ -118,17 +120,21 @@ class FleetPresence:
         span = max(1e-6, now - self._tick_before)
         detector = (busy - self._busy_before) / span
         self._busy_before, self._tick_before = busy, now
-        capacity = self.settings.worker.max_streams
+        capacity = max(1, self.state.admission().admits)
         return round(max(detector, len(self.state.streams) / capacity), 3)
 
     def worker_state(self) -> WorkerState:
+        room = self.state.admission()
         return WorkerState(
             id=self.worker_id,
             status="online",
             url=self.url,
             models=self.state.model_labels(),
             model_sha256=self.state.model_hashes(),
-            capacity=self.settings.worker.max_streams,
+            capacity=room.admits,
+            capacity_basis=room.basis,
+            cpu=room.cpu_cores,
+            keyframe_stretch=room.keyframe_stretch,
             streams=len(self.state.streams),
             load=self._load(),
             problem=self.state.detector_problem(),

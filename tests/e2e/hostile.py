@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -117,11 +118,18 @@ async def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, str]
     try:
         writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(65536), 10)
+        # The head and the body may come in separate segments: read the head, then as many
+        # body bytes as it announces (or to EOF when it announces none).
+        head_bytes = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head_bytes)
+        if length is not None:
+            payload = await asyncio.wait_for(reader.readexactly(int(length[1])), 10)
+        else:
+            payload = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
-    status_line, _, rest = data.decode("latin-1").partition("\r\n")
-    return int(status_line.split()[1]), rest.partition("\r\n\r\n")[2]
+    status_line = head_bytes.decode("latin-1").partition("\r\n")[0]
+    return int(status_line.split()[1]), payload.decode("latin-1")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -23,13 +23,14 @@ pytestmark = pytest.mark.slow
 
 
 def start_worker(
-    model: Path, broker_url: str, worker_id: str, max_streams: int = 3
+    model: Path, broker_url: str, worker_id: str, max_streams: int | None = 3
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``max_streams`` None: the worker admits by its measured capacity."""
     port = free_port()
+    fixed = [] if max_streams is None else ["--max-streams", str(max_streams)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud_worker", "--id", worker_id, "--port", str(port),
-         "--broker", broker_url, "--model", str(model), "--imgsz", "320",
-         "--max-streams", str(max_streams)],
+         "--broker", broker_url, "--model", str(model), "--imgsz", "320", *fixed],
         env={**os.environ, "MOBIEYE_MQTT__KEEPALIVE_S": "2"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -121,7 +122,7 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
     from mobieye.fleet.payloads import ObjectEvent, StreamState, WorkerState, parse_payload
     from mobieye.mqtt.client import MqttLink
 
-    proc, url = start_worker(model_path, broker.url, "w-cmd")
+    proc, url = start_worker(model_path, broker.url, "w-cmd", max_streams=None)
     link = MqttLink(MqttConfig(broker=broker.url), "test-observer")
     seen: dict[str, list[bytes]] = {"events": [], "state": [], "workers": []}
 
@@ -150,6 +151,14 @@ async def test_commands_are_applied_and_mirrored_and_events_flow(
         stop(edge)
     workers = [parse_payload(WorkerState, p) for p in seen["workers"] if p and b"evil" not in p]
     assert any(w.id == "w-cmd" and w.status == "online" and w.url == url for w in workers)
+    # Its room is advertised as measured: a prior from the profiled model at start, then the
+    # costs of the frames it served (CPU it really spent), not a fixed number.
+    own = [w for w in workers if w.id == "w-cmd" and w.status == "online"]
+    assert own[0].capacity_basis in ("prior", "measured") and own[0].capacity >= 1
+    served = [w for w in own if w.capacity_basis == "measured"]
+    assert served, [w.capacity_basis for w in own]
+    assert all(w.capacity >= 1 and (w.cpu or 0) > 0 for w in served)
+    assert served[-1].keyframe_stretch is not None and served[-1].keyframe_stretch >= 1.0
     states = [parse_payload(StreamState, p) for p in seen["state"] if p]
     assert states, "the command's result is mirrored on the stream's state"
     assert states[-1].keyframe_interval == 3 and states[-1].sla_ms == 150

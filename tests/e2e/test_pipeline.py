@@ -119,6 +119,10 @@ async def test_worker_keeps_serving_when_one_stream_dies(
         health = (await client.get(worker_url + "/healthz")).json()
         metrics = (await client.get(worker_url + "/metrics")).text
     assert health["status"] == "ok"
+    cap = health["capacity"]  # measured on the frames these streams cost
+    assert cap["basis"] == "measured" and cap["cpu_ms_per_frame"] > 0, cap
+    assert health["max_streams"] == cap["streams"] >= 1 and cap["admits_by"] == "measured"
+    assert "mobieye_capacity_streams" in metrics and "mobieye_keyframe_stretch" in metrics
     assert "mobieye_detector_inference_seconds_count" in metrics
     assert "mobieye_frame_latency_seconds" in metrics
 

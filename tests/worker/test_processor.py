@@ -144,3 +144,22 @@ def test_streams_start_on_the_model_the_worker_s_load_allows() -> None:
         first.close()
     finally:
         pool.shutdown()
+
+
+def test_the_worker_s_stretch_thins_every_stream_s_keyframes_but_not_conventional(
+    pool: DetectorPool,
+) -> None:
+    kf = KeyframeConfig(adaptive=False, interval=4, min_interval=2, max_age_s=10.0)
+    plain = StreamProcessor("plain", kf, pool)
+    run(plain, range(60), wait_s=0.005)
+    pool.keyframe_stretch = 3.0
+    thinned = StreamProcessor("thinned", kf, pool)
+    run(thinned, range(60), wait_s=0.005)
+    assert plain.detections_submitted >= 12  # every 4th frame
+    assert thinned.detections_submitted <= plain.detections_submitted / 2
+    assert thinned.keyframe.interval == 4  # its own policy is kept: the stretch relaxes away
+    conventional = KeyframeConfig(interval=1, min_interval=1, wait_for_detection=True,
+                                  adaptive=False)  # fmt: skip
+    waits = StreamProcessor("conventional", conventional, pool)
+    run(waits, range(10))
+    assert waits.detections_submitted == 10
