@@ -68,9 +68,11 @@ def create_app(
         gc.collect()
         gc.freeze()
         state.load = WorkerLoad(
-            pool, settings.keyframe.interval, settings.controller.sla_ms,
-            settings.detector.threads, settings.worker.max_streams,
-        )  # fmt: skip
+            pool,
+            interval=settings.keyframe.interval,
+            detector_threads=settings.detector.threads,
+            fixed_streams=settings.worker.max_streams,
+        )
         cap = state.load.capacity()
         log.info(
             "worker %s admits %s streams (%s; %.1f CPU ms and %.1f detector ms per frame at "

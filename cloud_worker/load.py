@@ -33,7 +33,7 @@ START_FPS = 30.0  # what a capacity figure assumes before any stream has run
 class ServedStream(Protocol):
     @property
     def results_sent(self) -> int: ...
-    def recent_worker_p95(self) -> float | None: ...
+    def sla_pressure(self) -> float | None: ...
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -57,13 +57,12 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> float:
 
 class WorkerLoad:
     def __init__(
-        self, pool: DetectorPool, interval: int, sla_ms: float, detector_threads: int,
+        self, pool: DetectorPool, interval: int, detector_threads: int,
         fixed_streams: int | None = None, cores: float | None = None,
     ) -> None:  # fmt: skip
         """``fixed_streams``: the operator's ``worker.max_streams``, which overrides the measured
         figure for admission (it is still measured and shown)."""
         self.pool = pool
-        self.sla_ms = sla_ms
         self.fixed_streams = fixed_streams
         self.cores = cores if cores is not None else usable_cores()
         default = pool.stats[pool.default]
@@ -112,14 +111,14 @@ class WorkerLoad:
         fps = frames / span / active if active else None
         self.meter.observe(sample, fps)
         self.utilisation = sample.cpu_s / span / self.cores
-        p95s = [p for s in streams.values() if (p := s.recent_worker_p95()) is not None]
-        now = pressure(self.utilisation, max(p95s, default=None), self.sla_ms)
+        near = [p for s in streams.values() if (p := s.sla_pressure()) is not None]
+        now = pressure(self.utilisation, near)
         before, self.stretch = self.stretch, next_stretch(self.stretch, now)
         self.pool.keyframe_stretch = self.stretch
         if self.stretch != before and (self.stretch == 1.0 or before == 1.0):
             log.warning(
-                "keyframes %s: pressure %.2f (CPU %.0f%% of %g cores, worst worker p95 %s ms)",
+                "keyframes %s: pressure %.2f (CPU %.0f%% of %g cores, worst p95 %s of its SLA)",
                 f"stretched x{self.stretch:.2f}" if self.stretch > 1 else "back to each "
                 "stream's own policy", now, 100 * self.utilisation, self.cores,
-                f"{max(p95s):.0f}" if p95s else "-",
+                f"{max(near):.0%}" if near else "-",
             )  # fmt: skip

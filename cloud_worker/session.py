@@ -139,8 +139,8 @@ class StreamSession:
     def results_sent(self) -> int:
         return self.status.results_sent
 
-    def recent_worker_p95(self) -> float | None:
-        return self.status.recent_worker_p95()
+    def sla_pressure(self) -> float | None:
+        return self.status.sla_pressure()
 
     def send_stats(self, streams: int) -> None:
         """Called about once a second by the worker: inputs of the edge's controller."""

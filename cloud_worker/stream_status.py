@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mobieye.capacity import WORKER_SLA_SHARE, pressure_of
 from mobieye.clock import Clocks, FrameClock, frames_between
 from mobieye.fleet.payloads import (
     MAX_DECISIONS,
@@ -29,7 +30,7 @@ from mobieye.stats import percentile
 from mobieye.tracking import AssignmentEvents
 
 MAX_SAMPLES = 10_000  # per stats period, drop-oldest: a period at 30 fps holds far fewer
-RECENT_RESULTS = 90  # the worker-side latency window the overload governor reads (~3 s)
+RECENT_RESULTS = 90  # the latency window the overload governor reads (~3 s at 30 fps)
 MIN_RECENT = 10
 
 
@@ -76,6 +77,7 @@ class StreamStatus:
         self._stats_runs = 0
         self._stats_results = 0
         self._recent_ms: deque[float] = deque(maxlen=RECENT_RESULTS)  # received -> sent
+        self._recent_e2e: deque[float] = deque(maxlen=RECENT_RESULTS)  # the edge's, reported
         self._last_boxes: dict[int, Box] = {}  # where each track was last seen, for its "end"
 
     # -- facts in ------------------------------------------------------------------------------
@@ -96,11 +98,15 @@ class StreamStatus:
             self._box_ages.append(age)
         return age
 
-    def recent_worker_p95(self) -> float | None:
-        """p95 of the worker's own latency over the last results (None: too few yet)."""
-        if len(self._recent_ms) < MIN_RECENT:
-            return None
-        return percentile(list(self._recent_ms), 95)
+    def sla_pressure(self) -> float | None:
+        """How near the stream's recent p95 is to its SLA (1: at it). The edge's capture-to-
+        result latency where it reports it (that sees frames queued before decoding, which
+        the worker's own timing can't), else the worker's latency against its share."""
+        if len(self._recent_e2e) >= MIN_RECENT:
+            return pressure_of(list(self._recent_e2e), self.sla_ms)
+        if len(self._recent_ms) >= MIN_RECENT:
+            return pressure_of(list(self._recent_ms), self.sla_ms * WORKER_SLA_SHARE)
+        return None
 
     def on_hello(self, hello: Hello) -> bool:
         """The edge's hello; True when it stamps frames otherwise than assumed so far."""
@@ -112,6 +118,7 @@ class StreamStatus:
 
     def on_latency(self, samples_ms: Sequence[float]) -> None:
         self._latency.extend(samples_ms)
+        self._recent_e2e.extend(samples_ms)
 
     def on_control(self, msg: Control) -> ControllerDecision | None:
         """Keep an edge controller's step (it names its level) for the fleet's dashboard."""

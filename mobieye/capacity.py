@@ -18,8 +18,11 @@ Pure: no clocks, no I/O; the worker feeds facts in.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from mobieye.stats import percentile
 
 # The per-frame path without the detector (RTP, VP8 decode, luma, tracking, messages), CPU ms:
 # the py-spy stage table (README) on the 2-core Xeon, 640x480 at 30 fps.
@@ -29,8 +32,8 @@ MIN_PERIOD_FRAMES = 10  # a period with fewer frames says more about idle cost t
 EWMA_ALPHA = 0.2
 CEILING = 256  # never advertise more than the config allows a fixed figure to be
 
-# The governor: the worker's own latency (frame received -> result sent) may take this share
-# of the end-to-end SLA; the network and the edge have the rest.
+# The governor: a stream whose edge hasn't reported latency yet is judged on the worker's own
+# (frame decoded -> result sent), which may take this share of the end-to-end SLA.
 WORKER_SLA_SHARE = 0.5
 STRETCH_AT = 0.85  # pressure at which keyframes stretch
 RELAX_AT = 0.6  # ... and below which they relax
@@ -140,12 +143,17 @@ class CapacityMeter:
         )
 
 
-def pressure(utilisation: float, worker_p95_ms: float | None, sla_ms: float) -> float:
+def pressure_of(latency_ms: Sequence[float], budget_ms: float) -> float | None:
+    """A stream's recent p95 over its latency budget (1: at it); None without samples."""
+    p95 = percentile(latency_ms, 95)
+    return None if p95 is None else p95 / budget_ms
+
+
+def pressure(utilisation: float, streams: Sequence[float]) -> float:
     """How near the worker is to breaking an SLA: 1 is the limit. ``utilisation``: process CPU
-    over the cores' time in the period (1: every core busy); ``worker_p95_ms``: the worst
-    stream's worker-side p95."""
-    worst = 0.0 if worker_p95_ms is None else worker_p95_ms / (sla_ms * WORKER_SLA_SHARE)
-    return max(utilisation, worst)
+    over the cores' time in the period (1: every core busy); ``streams``: each stream's
+    :func:`pressure_of` (the worst decides: no stream's p95 may break)."""
+    return max(utilisation, max(streams, default=0.0))
 
 
 def next_stretch(stretch: float, now: float) -> float:

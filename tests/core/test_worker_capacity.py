@@ -12,6 +12,7 @@ from mobieye.capacity import (
     LoadSample,
     next_stretch,
     pressure,
+    pressure_of,
     streams_at_sla,
 )
 from mobieye.config import KeyframeConfig
@@ -62,12 +63,11 @@ def test_measured_costs_follow_the_load_smoothly() -> None:
 
 
 def test_keyframes_stretch_under_pressure_and_relax_with_hysteresis() -> None:
-    sla = 150.0
-    assert pressure(0.5, None, sla) == 0.5
-    assert pressure(0.2, 75.0, sla) == 1.0  # the worker's share of the SLA is used up
+    assert pressure(0.5, []) == 0.5
+    assert pressure(0.2, [0.3, pressure_of([150.0] * 20, 150.0) or 0]) == 1.0
     s = 1.0
     for _ in range(20):
-        s = next_stretch(s, pressure(0.95, None, sla))
+        s = next_stretch(s, pressure(0.95, []))
     assert s == MAX_STRETCH
     held = next_stretch(s, 0.7)  # between the thresholds: no flapping
     assert held == s

@@ -102,3 +102,13 @@ def test_events_for_new_and_ended_tracks() -> None:
     assert s.events(result(2, 1, 7, 8), None) == []  # tracked frames: no events
     ended = s.events(result(3, 3, 7), AssignmentEvents(new=[], ended=[8]))
     assert [(e.type, e.track_id, e.box) for e in ended] == [("end", 8, [0.1, 0.1, 0.2, 0.3])]
+
+
+def test_sla_pressure_reads_the_edge_s_latency_once_it_reports() -> None:
+    s = status(Clock())  # SLA 100 ms
+    assert s.sla_pressure() is None  # nothing to judge yet
+    for seq in range(20):
+        s.on_result(result(seq, 0).model_copy(update={"timings": Timings(total_ms=25.0)}), "t")
+    assert s.sla_pressure() == 0.5  # the worker's 25 ms against its half of the SLA
+    s.on_latency([90.0] * 20)  # frames queued before decoding: only the edge sees them
+    assert s.sla_pressure() == 0.9
