@@ -190,11 +190,17 @@ class DetectorPool:
         return len(self._queue)
 
     def profile(self, frame_shape: tuple[int, int, int] = (480, 640, 3)) -> None:
-        """The controller's prior before real runs: the figures ``mobieye models profile``
-        cached for a model's runtime on this machine, else a measurement on a synthetic frame."""
+        """Warm every model up, then the controller's prior before real runs: the figures
+        ``mobieye models profile`` cached for a model's runtime on this machine, else a
+        measurement on a synthetic frame."""
         rng = np.random.default_rng(0)
         image = rng.integers(0, 255, frame_shape, dtype=np.uint8)
         for label, detector in self.detectors.items():
+            # Every batch size once, so a runtime that compiles per input shape (OpenVINO:
+            # about a second each) does it now, not while a stream waits (measured: the first
+            # batched keyframes of 8 new streams came back 45 frames late).
+            for n in range(1, self.max_batch + 1):
+                detector.detect([image] * n)
             prior = getattr(detector, "prior_ms", None)
             if prior is not None and prior[0] == getattr(detector, "runtime", None):
                 s = self.stats[label]

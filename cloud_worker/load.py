@@ -112,7 +112,7 @@ class WorkerLoad:
         self.meter.observe(sample, fps)
         self.utilisation = sample.cpu_s / span / self.cores
         near = [p for s in streams.values() if (p := s.sla_pressure()) is not None]
-        now = pressure(self.utilisation, near)
+        now = pressure(near)
         before, self.stretch = self.stretch, next_stretch(self.stretch, now)
         self.pool.keyframe_stretch = self.stretch
         if self.stretch != before and (self.stretch == 1.0 or before == 1.0):
