@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from edge_agent.control import EdgeController
 from edge_agent.failover import RETRY_S, Failover
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
+from edge_agent.local_model import LocalModel, local_detector
 from edge_agent.replay import ReplaySource, ReplayTrack
 from edge_agent.report import RunStats, trace_record, write_report
 from edge_agent.sources import CapturedFrame, VideoSource
@@ -31,7 +33,7 @@ from mobieye.clock import FrameClock
 from mobieye.config import Settings
 from mobieye.detections import Detections
 from mobieye.display import ArrivedResult, display_timeline
-from mobieye.errors import MessageError, SignallingError
+from mobieye.errors import MessageError, MobiEyeError, SignallingError
 from mobieye.fleet.directory import WorkerDirectory
 from mobieye.ids import is_valid_id
 from mobieye.messages import (
@@ -45,7 +47,7 @@ from mobieye.messages import (
     encode,
     parse_message,
 )
-from mobieye.slot import LatestSlot
+from mobieye.slot import LatestSlot, SlotClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +115,12 @@ class EdgeAgent:
         self._source_down_s: float | None = None  # the last moment a live source was down
         self.sent_frames: list[SentFrame] = []
         self.results: list[ArrivedResult] = []
+        self.local_results: list[ArrivedResult] = []  # the on-device model's (bench scoring)
+        self.local: LocalModel | None = None  # made in run(), on its loop
+        self._newest: tuple[int, npt.NDArray[np.uint8]] | None = None  # for the local model
+        # Where each frame's boxes came from: the cloud in time, the on-device model (moved by
+        # the tracker to the frame), the tracker from a cloud result, or nothing yet.
+        self.boxes_from: Counter[str] = Counter()
 
     @property
     def channel(self) -> RTCDataChannel | None:
@@ -189,13 +197,28 @@ class EdgeAgent:
         if self.on_result is not None:
             self.on_result(result)
 
+    def _on_local_result(self, result: Result) -> None:
+        """The on-device model's boxes for a frame: the newest boxes if no cloud result is
+        newer (the fallback moves them on to every late frame after it)."""
+        self.fallback.on_result(result)
+        if self.keep_timeline:
+            boxes = Detections.from_wire(result.boxes)
+            self.local_results.append(ArrivedResult(result.seq, time.monotonic(), boxes))
+
     def _on_sent(self, frame: CapturedFrame) -> None:
-        sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
-        if frame.gray is not None:
-            self.fallback.on_sent(frame.seq, frame.gray)
+        self._on_shown(frame)
         self.stats.frames_sent += 1
         if self.controller is not None:
             self.controller.on_sent()
+
+    def _on_shown(self, frame: CapturedFrame) -> None:
+        """A frame the user sees, sent to a worker or not (no worker reachable): it gets the
+        cloud's boxes in time, or the on-device model's and the tracker's once it is late."""
+        sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
+        if frame.gray is not None:
+            self.fallback.on_sent(frame.seq, frame.gray)
+        if self.local is not None and frame.image is not None:
+            self._newest = (frame.seq, frame.image)
         if self.keep_timeline:
             self.sent_frames.append(sent)
         if self._recorder is not None and frame.image is not None:
@@ -220,7 +243,10 @@ class EdgeAgent:
         slot: LatestSlot[CapturedFrame] = LatestSlot(1)
         deadline = time.monotonic() + duration_s if duration_s else None
         self._uplink_bytes = 0
+        cpu_started = time.process_time()
         try:
+            if self.settings.edge.local_model:
+                await self._load_local(loop)
             await self._run(loop, slot, deadline)
         except asyncio.CancelledError:
             # SIGTERM, SIGINT or a caller giving up, at any moment (connecting, streaming,
@@ -233,12 +259,44 @@ class EdgeAgent:
         report = self.stats.summary(uplink_bytes or None)
         report["source_reopens"] = self.source.reopens
         report.update(self._deadline_summary())
+        # The whole process's CPU (capture, encoding, WebRTC, tracker, on-device model) per
+        # captured frame: several agents in one process (the bench's replay) share it.
+        cpu_ms = (time.process_time() - cpu_started) * 1000
+        report["edge_cpu_ms_per_frame"] = round(cpu_ms / max(1, self.stats.frames_captured), 3)
+        report["local_model"] = self._local_summary()
         if self.controller is not None:
             last = self.controller.decisions[-1] if self.controller.decisions else None
             report["controller"] = {"changes": self.controller.changes, "last": last}
         if self.outputs.report:
             await asyncio.to_thread(write_report, self.outputs.report, report)
         return report
+
+    async def _load_local(self, loop: asyncio.AbstractEventLoop) -> None:
+        spec = self.settings.edge.local_model
+        assert spec is not None
+        try:
+            detector = local_detector(spec, self.settings.edge.local_threads)
+        except MobiEyeError as exc:  # a path that doesn't exist, a bad IMGSZ
+            log.error("edge.local_model %r: %s; the edge falls back to tracking the cloud's "
+                      "boxes", spec, exc)  # fmt: skip
+            self.stats.errors.append(f"local model: {exc}")
+            return
+        self.local = LocalModel(detector, self._on_local_result, loop)
+        await self.local.load()
+        if self.local.problem is not None:
+            self.stats.errors.append(self.local.problem)
+
+    def _local_summary(self) -> dict[str, Any] | None:
+        if not self.settings.edge.local_model:
+            return None
+        local = self.local
+        runs = local.detections if local is not None else 0
+        return {
+            "model": self.settings.edge.local_model,
+            "ready": bool(local is not None and local.ready),
+            "detections": runs,
+            "ms_per_detection": round(local.busy_s * 1000 / runs, 2) if local and runs else None,
+        }
 
     async def _run(
         self,
@@ -250,17 +308,23 @@ class EdgeAgent:
         if self.directory is not None:
             await self.directory.start()
             await self.directory.wait_for_candidates(DISCOVERY_S)
+        if self.local is not None and self.local.ready:
+            # Boxes from the first frame, whether a worker answers or not.
+            self.stats.started_s = time.monotonic()
+            self.source.start(loop, slot)
+            started = True
         while True:
+            offline = asyncio.create_task(self._serve_offline(slot)) if started else None
             try:
-                skip = self.failover.excluded(time.monotonic())
-                self.conn = await self._connect_any(slot, skip)
-            except SignallingError:
-                if not started and not self._keep_trying():
-                    raise  # nothing to fail over from: say why and stop
-                if self._finished(deadline, slot):
-                    return
-                await asyncio.sleep(RETRY_S)
-                continue
+                conn = await self._connect_until(slot, deadline, started)
+            finally:
+                if offline is not None:
+                    offline.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await offline
+            if conn is None:
+                return
+            self.conn = conn
             if not started:
                 self.stats.started_s = time.monotonic()
                 self.source.start(loop, slot)
@@ -279,15 +343,51 @@ class EdgeAgent:
                                      f"{self.conn.lost_reason}")  # fmt: skip
             self.failover.lost(self.conn.worker_id or self.conn.url, time.monotonic())
 
+    async def _connect_until(
+        self, slot: LatestSlot[CapturedFrame], deadline: float | None, started: bool
+    ) -> Connection | None:
+        """A connection to a worker, trying until one takes the stream; None when the run
+        ended first."""
+        while True:
+            try:
+                return await self._connect_any(slot, self.failover.excluded(time.monotonic()))
+            except SignallingError:
+                if not started and not self._keep_trying():
+                    raise  # nothing to fail over from: say why and stop
+                if self._finished(deadline, slot):
+                    return None
+                await asyncio.sleep(RETRY_S)
+
+    async def _serve_offline(self, slot: LatestSlot[CapturedFrame]) -> None:
+        """No worker: every captured frame is shown, its boxes from the on-device model and
+        the tracker once its deadline passes (the cloud can't answer it)."""
+        while True:
+            try:
+                frame: CapturedFrame | None = await asyncio.wait_for(slot.get(), 0.1)
+            except TimeoutError:
+                frame = None
+            except SlotClosed:
+                return
+            if frame is not None:
+                self._on_shown(frame)
+            now = time.monotonic()
+            self.stats.frames_captured = self.source.captured
+            await self._show_late_frames(now)
+
     def _keep_trying(self) -> bool:
-        """At start, a fleet edge goes on while the fleet has a worker with room; a fixed URL
-        that refuses fails at once (nothing else to try)."""
+        """At start, a fleet edge goes on while the fleet has a worker with room, and an edge
+        with an on-device model while the run lasts; a fixed URL that refuses an edge without
+        one fails at once (nothing else to try)."""
+        if self.local is not None and self.local.ready:
+            return True
         return self.directory is not None and bool(self.directory.candidates())
 
     async def _shut_down(self, slot: LatestSlot[CapturedFrame]) -> None:
         """Stop everything within a few seconds, whatever state the run was in."""
         await asyncio.to_thread(self.source.stop)  # joins the capture thread: not on the loop
         slot.close()
+        if self.local is not None:
+            self.local.close()
         self.stats.frames_captured = self.source.captured
         if self.stats.stopped_s is None:
             self.stats.stopped_s = time.monotonic()
@@ -394,12 +494,19 @@ class EdgeAgent:
         return self.source.reopening or (last is not None and now - last > quiet_after)
 
     async def _show_late_frames(self, now: float) -> None:
-        """Frames past their deadline with no cloud result get the on-device fallback."""
-        for frame in self.ledger.late_frames(now, self.settings.controller.sla_ms / 1000):
+        """Frames past their deadline with no cloud result get the on-device fallback: the
+        newest boxes (the cloud's or the on-device model's) moved to them by the tracker. The
+        on-device model, when idle, starts on the newest frame (MDInference's duplicate)."""
+        late = self.ledger.late_frames(now, self.settings.controller.sla_ms / 1000)
+        if late and self.local is not None and self._newest is not None:
+            self.local.offer(*self._newest)
+        for frame in late:
             base = self.fallback.newest
             shown = await asyncio.to_thread(self.fallback.boxes_for, frame.seq)
             if shown is None or base is None:
+                self.boxes_from["none"] += 1
                 continue
+            self.boxes_from["local" if base.source == "local" else "tracker"] += 1
             if self._trace is not None:
                 self._trace.put({"seq": frame.seq, "fallback": True, "from_seq": base.seq,
                                  "boxes": len(shown.boxes)})  # fmt: skip
@@ -423,6 +530,8 @@ class EdgeAgent:
             out["fallback_frames"] = sum(1 for d in shown if d.shown == "fallback")
         else:
             out["fallback_frames"] = self.fallback.frames
+        out["boxes_from"] = {"cloud": in_time, **{k: self.boxes_from[k] for k in
+                                                  ("local", "tracker", "none")}}  # fmt: skip
         return out
 
     def _flush_latency(self) -> None:

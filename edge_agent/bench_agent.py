@@ -26,6 +26,7 @@ from edge_agent.encoded_clip import EncodedClip, Encoding, load_or_encode
 from edge_agent.replay import ReplaySource
 from edge_agent.sources import VideoSource, parse_source
 from mobieye.config import Settings
+from mobieye.display import ArrivedResult
 from mobieye.runtime import setup_logging
 
 
@@ -66,21 +67,21 @@ async def run_agent(spec: dict[str, Any], clip: EncodedClip | None = None) -> di
             resizer.cancel()
     if not timeline:
         return {"report": report}
+
+    def rows(results: list[ArrivedResult]) -> list[list[Any]]:
+        return [
+            [r.seq, round(r.arrival_s, 6), r.boxes.xyxy.round(4).tolist(),
+             r.boxes.class_id.tolist(), r.boxes.confidence.round(3).tolist()]
+            for r in results
+        ]  # fmt: skip
+
     return {
         "report": report,
         "frames": [[f.seq, f.index, round(f.capture_s, 6)] for f in agent.sent_frames],
         # Every frame the clip played, sent or not: what the viewer saw is scored on all of them.
         "source_frames": [[seq, index, round(t, 6)] for seq, index, t in source.timeline or []],
-        "results": [
-            [
-                r.seq,
-                round(r.arrival_s, 6),
-                r.boxes.xyxy.round(4).tolist(),
-                r.boxes.class_id.tolist(),
-                r.boxes.confidence.round(3).tolist(),
-            ]
-            for r in agent.results
-        ],
+        "results": rows(agent.results),
+        "local_results": rows(agent.local_results),
         "decisions": list(agent.controller.decisions) if agent.controller else [],
     }
 

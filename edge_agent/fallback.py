@@ -35,6 +35,8 @@ class OnDeviceFallback:
     def on_result(self, result: Result) -> None:
         if self.newest is None or result.seq > self.newest.seq:
             self.newest = result
+            # Fresh boxes: the next late frame moves on from these, not from the old chain.
+            self._moved = None
 
     def boxes_for(self, seq: int) -> Result | None:
         """The newest result's boxes moved to frame ``seq`` (blocking: run it in a thread)."""

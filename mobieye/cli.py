@@ -53,6 +53,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "loop": ("edge", "loop"),
         "max_width": ("edge", "max_width"),
         "stream_id": ("edge", "stream_id"),
+        "local_model": ("edge", "local_model"),
+        "local_threads": ("edge", "local_threads"),
         "worker": ("edge", "worker_url"),
         "codec": ("webrtc", "codec"),
         "host": ("worker", "host"),

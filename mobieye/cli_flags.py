@@ -42,6 +42,15 @@ def edge_flags(p: argparse.ArgumentParser, source_required: bool) -> None:
     g.add_argument("--codec", choices=["vp8", "h264"], help="video codec (default vp8)")
     g.add_argument("--duration", type=float, help="stop after this many seconds")
     g.add_argument("--stream-id", help="name of this stream on the worker")
+    g.add_argument(
+        "--local-model",
+        metavar="PATH[@IMGSZ]",
+        help="on-device detector (e.g. yolox_nano_dynamic_ultralytics.onnx@320): boxes for "
+        "frames whose cloud result is late and for every frame while no worker is reachable",
+    )
+    g.add_argument(
+        "--local-threads", type=int, help="CPU threads for the on-device model (default 1)"
+    )
     g.add_argument("--report", type=Path, help="write the summary report (JSON) here")
     g.add_argument("--trace", type=Path, help="write one JSON line per frame here")
     g.add_argument("--record", type=Path, help="write the annotated video (.mp4) here")

@@ -331,6 +331,16 @@ class EdgeConfig(_Section):
     max_width: int | None = Field(default=None, ge=64, description="Downscale wider frames.")
     worker_url: str = "http://127.0.0.1:8000"
     stream_id: str | None = None
+    local_model: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="On-device detector, PATH[@IMGSZ] (e.g. the cheapest model in "
+        "../shared/data/models @320): boxes for frames whose cloud result is late, and for "
+        "every frame while no worker is reachable (start-up, failover, outage, no fleet).",
+    )
+    local_threads: int = Field(
+        default=1, ge=1, le=16, description="CPU threads the on-device model may use."
+    )
     reconnect_s: float = Field(
         default=1.0, gt=0, description="Wait before reopening a live source (doubles to 10 s)."
     )

@@ -97,7 +97,7 @@ def tune_interval(cfg: KeyframeConfig, interval: int, agreement: float, target: 
     """
     if agreement < target:
         return max(cfg.min_interval, int(interval * 0.7))
-    if agreement > min(1.0, target + 0.1):
+    if agreement >= min(1.0, target + 0.1):  # >=: a target of 0.9 or more still grows
         return min(cfg.max_interval, interval + 1)
     return interval
 
@@ -118,7 +118,7 @@ def tune_age(
     """
     if agreement < target:
         return max(MIN_AGE_S, age_s * 0.7) if reason == "max_age" else age_s
-    if agreement > min(1.0, target + 0.1):
+    if agreement >= min(1.0, target + 0.1):
         return min(cfg.max_age_cap_s, age_s * 1.1)
     return age_s
 

@@ -69,7 +69,7 @@ class Result(_Msg):
     type: Literal["result"] = "result"
     seq: int
     pts: int
-    source: Literal["detect", "track", "none"]
+    source: Literal["detect", "track", "none", "local"]  # local: the edge's own model
     detect_seq: int | None = None  # the frame the freshest detection ran on
     model: str
     width: int

@@ -83,6 +83,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     bench.add_argument("--fixed-interval", type=int, default=8, help="N of the fixed mode")
     bench.add_argument(
+        "--local-model", metavar="PATH[@IMGSZ]",
+        help="give every mode's edges this on-device model (late cloud results are duplicated "
+        "by it, MDInference-style); local-only runs the ladder's cheapest without it",
+    )  # fmt: skip
+    bench.add_argument(
         "--sla", type=float, help="latency target in ms (default: controller.sla_ms)"
     )
     bench.add_argument(

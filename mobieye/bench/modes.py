@@ -8,6 +8,9 @@
 * ``mobieye``: the adaptive controller over the whole ladder, asynchronous detection, online
   keyframe tuning.
 * ``stock-receive`` (not run by default): ``mobieye`` with aiortc's stock jitter buffer.
+* ``local-only`` (not run by default): no worker at all; the edge's on-device model (the
+  ladder's cheapest, or ``--local-model``) on as many frames as its CPU allows, its tracker in
+  between.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from typing import Any
 
 from mobieye.config import LadderModel, Settings
 
-MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive")
+MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive", "local-only")
+NO_WORKER = ("local-only",)
 
 
 def mode_settings(
-    base: Settings, mode: str, ladder: list[LadderModel], fixed_interval: int
-) -> Settings:
+    base: Settings, mode: str, ladder: list[LadderModel], fixed_interval: int,
+    local_model: str | None = None,
+) -> Settings:  # fmt: skip
+    """``local_model``: the edges' on-device model in every mode (MDInference's duplicate of
+    late cloud results); ``local-only`` runs the ladder's cheapest without one."""
     best = max(ladder, key=lambda m: m.accuracy)
     data: dict[str, Any] = base.model_dump(mode="json")
     data["log_level"] = "WARNING"
+    if local_model is not None:
+        data["edge"]["local_model"] = local_model
     if mode == "conventional":
         data["ladder"] = [best.model_dump(mode="json")]
         data["controller"]["enabled"] = False
@@ -40,6 +49,10 @@ def mode_settings(
             adaptive=False, wait_for_detection=True, scene_change=1.0, min_track_quality=0.0,
             max_age_s=3600.0, max_age_cap_s=3600.0,
         )  # fmt: skip
+    elif mode == "local-only":
+        cheapest = min(ladder, key=lambda m: m.accuracy)
+        data["edge"]["local_model"] = local_model or f"{cheapest.path}@{cheapest.imgsz}"
+        data["controller"]["enabled"] = False  # nothing to adapt: no uplink, no worker
     elif mode in ("mobieye", "stock-receive"):
         data["ladder"] = [m.model_dump(mode="json") for m in ladder]
         data["controller"]["enabled"] = True

@@ -144,7 +144,8 @@ async def run_mode(
         # Over an emulated link the workers listen beyond loopback, which wants a token.
         worker = settings.worker.model_copy(update={"token": generate_token()})
         settings = settings.model_copy(update={"worker": worker})
-    ports = [free_port() if topology.loopback else 8000 + w for w in range(workers)]
+    # No worker (local-only): the edges are pointed at a port nothing listens on.
+    ports = [free_port() if topology.loopback else 8000 + w for w in range(max(1, workers))]
     urls = [f"http://{topology.worker_host}:{port}" for port in ports]
     with tempfile.TemporaryDirectory(prefix=f"mobieye-bench-{mode}-") as tmp_name:
         tmp = Path(tmp_name)
@@ -152,7 +153,7 @@ async def run_mode(
         procs: list[subprocess.Popen[bytes]] = []
         agents: list[subprocess.Popen[bytes]] = []
         try:
-            for w, port in enumerate(ports):
+            for w, port in enumerate(ports[:workers]):
                 cfg = settings.model_dump(mode="json", exclude={"edge"})
                 cfg["worker"].update(
                     host=topology.worker_host, port=port, max_streams=max(8, streams),
@@ -167,7 +168,7 @@ async def run_mode(
             cpu_before = [cpu_seconds(p.pid) for p in procs]
             for i in range(streams):
                 edge_cfg = settings.model_dump(mode="json")
-                edge_cfg["edge"].update(worker_url=urls[i % workers], stream_id=f"{mode}-{i}")
+                edge_cfg["edge"].update(worker_url=urls[i % len(urls)], stream_id=f"{mode}-{i}")
                 edge_cfg["webrtc"]["loopback_only"] = topology.loopback
                 if load == "replay":  # the codec the clip was encoded in is the one offered
                     edge_cfg["webrtc"]["codec"] = replay_codec

@@ -3,6 +3,7 @@ latency, misses of the SLA, detector use, uplink and worker CPU."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,20 @@ def score_mode(
     latencies: list[float] = []
     frames = scored = in_time = fallback = runs = sent = 0
     uplink: list[float] = []
+    edge_cpu: list[float] = []
+    came: Counter[str] = Counter()
     for agent in run.agents:
         sent_frames = agent["frames"]  # [seq, index, capture_s]
         results = [
             ArrivedResult(seq, arrival, Detections(xyxy, score, cls))
             for seq, arrival, xyxy, cls, score in agent["results"]
+        ]
+        # The on-device model's results are shown like the cloud's (a frame shows its own if
+        # it came in time, else the newest), listed first so a cloud result for the same
+        # frame wins; latency is the cloud's alone.
+        local = [
+            ArrivedResult(seq, arrival, Detections(xyxy, score, cls))
+            for seq, arrival, xyxy, cls, score in agent.get("local_results", [])
         ]
         capture = {seq: t for seq, _, t in sent_frames}
         for r in results:
@@ -45,7 +55,7 @@ def score_mode(
             latencies.append(ms)
             in_time += ms <= sla_ms
         played = agent.get("source_frames") or sent_frames  # older runs: sent frames only
-        shown = display_timeline([(s, t) for s, _, t in played], results, sla_ms)
+        shown = display_timeline([(s, t) for s, _, t in played], local + results, sla_ms)
         scored += len(played)
         for (_, index, _), d in zip(played, shown, strict=True):
             boxes = Detections.empty() if d.result is None else d.result.boxes
@@ -64,6 +74,9 @@ def score_mode(
         sent += report["frames_sent"]
         if report["uplink_kbps"]:
             uplink.append(report["uplink_kbps"])
+        if report.get("edge_cpu_ms_per_frame") is not None:
+            edge_cpu.append(report["edge_cpu_ms_per_frame"])
+        came.update(report.get("boxes_from") or {})
     lat = percentiles(latencies)
     streams = len(run.agents)
     return {
@@ -78,6 +91,12 @@ def score_mode(
         "min_score": min_score,
         "sla_miss_ratio": round(1 - in_time / frames, 4) if frames else None,
         "fallback_frames": fallback,
+        # The edge's own count: where each sent frame's boxes came from (cloud in time, the
+        # on-device model, the tracker from a cloud result, none).
+        "boxes_from": dict(came),
+        # The edge process's CPU per captured frame (with --load replay, every stream's share
+        # of the one replay process).
+        "edge_cpu_ms_per_frame": round(float(np.mean(edge_cpu)), 3) if edge_cpu else None,
         "detector_fraction": round(runs / sent, 4) if sent else None,
         "uplink_kbps": round(float(np.mean(uplink)), 1) if uplink else None,
         "worker_cpu_s_per_stream_s": round(run.worker_cpu_s / (streams * run.duration_s), 4),

@@ -46,3 +46,14 @@ def test_damaged_and_busy_frames_are_never_detected() -> None:
     history = KeyframeHistory().after_detect(facts(0))
     assert not decide_keyframe(CFG, history, facts(9, damaged=True)).detect
     assert decide_keyframe(CFG, history, facts(10)).reason == "interval"
+
+
+def test_a_high_accuracy_target_still_lets_the_interval_and_age_grow_back() -> None:
+    """target + 0.1 caps at 1.0: perfect agreement must count as "well above" it, or an
+    interval shrunk by one bad patch never grows again."""
+    from mobieye.keyframe_policy import tune_age, tune_interval
+
+    kf = KeyframeConfig(interval=4, max_interval=30, max_age_s=0.5, max_age_cap_s=2.0)
+    assert tune_interval(kf, 4, 1.0, 0.9) == 5
+    assert tune_interval(kf, 4, 0.95, 0.9) == 4
+    assert tune_age(kf, 0.5, 1.0, 0.95, "interval") > 0.5
