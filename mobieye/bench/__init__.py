@@ -19,8 +19,9 @@ from typing import Any
 
 from mobieye.bench.capacity import holds, next_streams, sustained
 from mobieye.bench.components import components_markdown, machine, measure_components
-from mobieye.bench.modes import MODE_NAMES, NO_WORKER, mode_settings
+from mobieye.bench.modes import LOCAL, MODE_NAMES, NO_WORKER, mode_settings
 from mobieye.bench.oracle import load_mot_gt, oracle_boxes, video_info
+from mobieye.bench.outage import parse_outage
 from mobieye.bench.report import markdown, plot_f1_vs_uplink, plot_latency_cdf
 from mobieye.bench.run import Topology, no_link, run_mode, split_cores
 from mobieye.bench.score import score_mode
@@ -116,11 +117,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             raise MobiEyeError("--pin-worker-cores works on loopback only (not with --link)")
         split_cores(args.pin_worker_cores)  # refused now, not after the oracle
     ladder = resolve_ladder(settings, args.models)
-    if args.load == "replay" and (args.local_model or any(m in NO_WORKER for m in modes)):
+    if args.load == "replay" and (args.local_model or any(m in LOCAL for m in modes)):
         raise MobiEyeError(
             "an on-device model needs frames to detect on: --load replay sends encoded packets "
             "only; use --load agents with --local-model or local-only"
         )
+    outage = parse_outage(args.outage, args.duration) if args.outage else None
     out = Path(args.out)
     if out.suffix != ".json":
         raise MobiEyeError(f"--out must name a .json file, got {out}")
@@ -165,6 +167,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 mode_settings(settings, mode, ladder, args.fixed_interval, args.local_model),
                 mode, topology, video, args.duration, n,
                 0 if mode in NO_WORKER else args.workers, args.load, args.replay_codec,
+                outage,
             )
         )  # fmt: skip
         m = score_mode(run, oracle, gt, sla, args.min_score)

@@ -83,6 +83,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     bench.add_argument("--fixed-interval", type=int, default=8, help="N of the fixed mode")
     bench.add_argument(
+        "--outage", metavar="START:SECONDS",
+        help="the cloud goes silent SECONDS long, START seconds after the edges start (the "
+        "workers are frozen: nothing they were sent is answered), then comes back; every mode "
+        "is also scored over that window alone (outage.f1_vs_oracle, frames_without_boxes)",
+    )  # fmt: skip
+    bench.add_argument(
         "--local-model", metavar="PATH[@IMGSZ]",
         help="give every mode's edges this on-device model (late cloud results are duplicated "
         "by it, MDInference-style); local-only runs the ladder's cheapest without it",

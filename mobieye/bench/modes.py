@@ -8,6 +8,8 @@
 * ``mobieye``: the adaptive controller over the whole ladder, asynchronous detection, online
   keyframe tuning.
 * ``stock-receive`` (not run by default): ``mobieye`` with aiortc's stock jitter buffer.
+* ``mobieye-local`` (not run by default): ``mobieye`` with the on-device model duplicating
+  late cloud results and covering outages (MDInference).
 * ``local-only`` (not run by default): no worker at all; the edge's on-device model (the
   ladder's cheapest, or ``--local-model``) on as many frames as its CPU allows, its tracker in
   between.
@@ -19,7 +21,8 @@ from typing import Any
 
 from mobieye.config import LadderModel, Settings
 
-MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive", "local-only")
+MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive", "mobieye-local", "local-only")
+LOCAL = ("mobieye-local", "local-only")  # modes whose edges always have an on-device model
 NO_WORKER = ("local-only",)
 
 
@@ -28,12 +31,17 @@ def mode_settings(
     local_model: str | None = None,
 ) -> Settings:  # fmt: skip
     """``local_model``: the edges' on-device model in every mode (MDInference's duplicate of
-    late cloud results); ``local-only`` runs the ladder's cheapest without one."""
+    late cloud results); the modes that need one default to the ladder's cheapest."""
+    if mode not in MODE_NAMES:
+        raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODE_NAMES)}")
     best = max(ladder, key=lambda m: m.accuracy)
+    cheapest = min(ladder, key=lambda m: m.accuracy)
     data: dict[str, Any] = base.model_dump(mode="json")
     data["log_level"] = "WARNING"
     if local_model is not None:
         data["edge"]["local_model"] = local_model
+    elif mode in LOCAL:
+        data["edge"]["local_model"] = f"{cheapest.path}@{cheapest.imgsz}"
     if mode == "conventional":
         data["ladder"] = [best.model_dump(mode="json")]
         data["controller"]["enabled"] = False
@@ -50,14 +58,10 @@ def mode_settings(
             max_age_s=3600.0, max_age_cap_s=3600.0,
         )  # fmt: skip
     elif mode == "local-only":
-        cheapest = min(ladder, key=lambda m: m.accuracy)
-        data["edge"]["local_model"] = local_model or f"{cheapest.path}@{cheapest.imgsz}"
         data["controller"]["enabled"] = False  # nothing to adapt: no uplink, no worker
-    elif mode in ("mobieye", "stock-receive"):
+    else:  # mobieye, stock-receive, mobieye-local
         data["ladder"] = [m.model_dump(mode="json") for m in ladder]
         data["controller"]["enabled"] = True
         # stock-receive: MobiEye with aiortc's own jitter buffer, to show what ours saves.
-        data["webrtc"]["low_latency_receive"] = mode == "mobieye"
-    else:
-        raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODE_NAMES)}")
+        data["webrtc"]["low_latency_receive"] = mode != "stock-receive"
     return Settings.model_validate(data)

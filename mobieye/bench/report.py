@@ -32,7 +32,31 @@ def markdown(result: dict[str, Any]) -> str:
             f"({m.get('load', 'agents')}) | {m['frames']} / "
             f"{m.get('frames_scored', m['frames'])} |"
         )
+    lines += _edge_table(result)
     return "\n".join(lines) + "\n"
+
+
+def _edge_table(result: dict[str, Any]) -> list[str]:
+    """Where the shown boxes came from, the outage window and the edge's CPU, per mode."""
+    modes = result["modes"]
+    if not any("boxes_from" in m for m in modes.values()):
+        return []  # a result saved before these figures existed
+    lines = [
+        "",
+        "| mode | boxes from cloud / on-device / tracker / none | frames without boxes | "
+        "outage: F1 vs oracle, frames without boxes | edge CPU ms/frame |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in modes.items():
+        came = m.get("boxes_from") or {}
+        src = " / ".join(str(came.get(k, 0)) for k in ("cloud", "local", "tracker", "none"))
+        out = m.get("outage")
+        outage = "—" if not out else f"{out['f1_vs_oracle']}, {out['frames_without_boxes']}"
+        lines.append(
+            f"| {name} | {src} | {m.get('frames_without_boxes')} | {outage} | "
+            f"{m.get('edge_cpu_ms_per_frame')} |"
+        )
+    return lines
 
 
 def pyplot() -> Any:

@@ -4,9 +4,11 @@ emulated link (edge and worker as separate hosts in network namespaces, unmodifi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from mobieye.bench.components import cpu_seconds
+from mobieye.bench.outage import Outage
 from mobieye.config import Settings
 from mobieye.credentials import generate_token
 from mobieye.errors import MobiEyeError
@@ -95,6 +98,7 @@ class ModeRun:
     agents: list[dict[str, Any]]  # each: report, frames, results, decisions
     load: Load = "agents"
     load_cpu_s: float | None = None  # the edge side's CPU, all streams together
+    outage: tuple[float, float] | None = None  # monotonic: when the cloud went silent, came back
 
 
 def bench_env() -> dict[str, str]:
@@ -136,6 +140,7 @@ async def run_mode(
     workers: int = 1,
     load: Load = "agents",
     replay_codec: str = "vp8",
+    outage: Outage | None = None,
 ) -> ModeRun:
     """``streams`` edge agents spread round-robin over ``workers`` worker processes: one
     process each (``agents``: capture, encode, send), or all in one process replaying the
@@ -163,7 +168,7 @@ async def run_mode(
                 (tmp / f"worker{w}.yaml").write_text(yaml.safe_dump(cfg))
                 env = {**bench_env(), "MOBIEYE_CONFIG": str(tmp / f"worker{w}.yaml")}
                 procs.append(topology.popen_worker([sys.executable, "-m", "cloud_worker"], env))
-            for proc, url in zip(procs, urls, strict=True):
+            for proc, url in zip(procs, urls[:workers], strict=True):
                 await wait_healthy(topology, url, proc)
             cpu_before = [cpu_seconds(p.pid) for p in procs]
             for i in range(streams):
@@ -188,10 +193,15 @@ async def run_mode(
                 agents += [topology.popen_edge([*argv, *pair], bench_env()) for pair in files]
             # The load's own CPU: what the children reaped while waiting for it used.
             before = _children_cpu_s()
+            silence = asyncio.create_task(_silence(procs, outage)) if outage else None
             codes = [await asyncio.to_thread(a.wait) for a in agents]
             load_cpu_s = _children_cpu_s() - before
+            window = await silence if silence is not None else None
             cpu_s = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         finally:
+            for proc in procs:  # a frozen worker can't be stopped
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
             for a in agents:
                 stop_process(a)
             for proc in procs:
@@ -199,7 +209,22 @@ async def run_mode(
         if any(codes):
             raise MobiEyeError(f"{mode}: edge agents exited with {codes}")
         outs = [json.loads((tmp / f"out{i}.json").read_text()) for i in range(streams)]
-    return ModeRun(mode, duration_s, cpu_s, outs, load, round(load_cpu_s, 2))
+    return ModeRun(mode, duration_s, cpu_s, outs, load, round(load_cpu_s, 2), window)
+
+
+async def _silence(procs: list[subprocess.Popen[bytes]], outage: Outage) -> tuple[float, float]:
+    """Freeze the workers for the outage (mobieye/bench/outage.py); returns its window."""
+    await asyncio.sleep(outage.start_s)
+    began = time.monotonic()
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(outage.seconds)
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+    return began, time.monotonic()
 
 
 def _children_cpu_s() -> float:

@@ -36,6 +36,9 @@ def score_mode(
     uplink: list[float] = []
     edge_cpu: list[float] = []
     came: Counter[str] = Counter()
+    # Over the outage window alone (--outage), and frames left without boxes once any came.
+    in_outage, outage_frames, outage_bare, bare = F1Score(), 0, 0, 0
+    window = run.outage
     for agent in run.agents:
         sent_frames = agent["frames"]  # [seq, index, capture_s]
         results = [
@@ -57,12 +60,20 @@ def score_mode(
         played = agent.get("source_frames") or sent_frames  # older runs: sent frames only
         shown = display_timeline([(s, t) for s, _, t in played], local + results, sla_ms)
         scored += len(played)
-        for (_, index, _), d in zip(played, shown, strict=True):
+        seen_any = False
+        for (_, index, capture_s), d in zip(played, shown, strict=True):
             boxes = Detections.empty() if d.result is None else d.result.boxes
             shown_boxes = boxes.confident(min_score)
             xyxy, cls = shown_boxes.xyxy, shown_boxes.class_id
             ref = oracle[index % len(oracle)]
-            vs_oracle.add(match_counts(xyxy, cls, ref.xyxy, ref.class_id))
+            counts = match_counts(xyxy, cls, ref.xyxy, ref.class_id)
+            vs_oracle.add(counts)
+            seen_any = seen_any or d.result is not None
+            bare += seen_any and d.result is None
+            if window is not None and window[0] <= capture_s < window[1]:
+                in_outage.add(counts)
+                outage_frames += 1
+                outage_bare += d.result is None
             if gt is not None:
                 truth = gt[index % len(gt)]
                 people = cls == PERSON
@@ -91,6 +102,15 @@ def score_mode(
         "min_score": min_score,
         "sla_miss_ratio": round(1 - in_time / frames, 4) if frames else None,
         "fallback_frames": fallback,
+        "frames_without_boxes": bare,  # after the stream's first boxes, frames shown with none
+        "outage": None
+        if window is None
+        else {
+            "seconds": round(window[1] - window[0], 2),
+            "frames": outage_frames,
+            "f1_vs_oracle": round(in_outage.f1, 4) if outage_frames else None,
+            "frames_without_boxes": outage_bare,
+        },
         # The edge's own count: where each sent frame's boxes came from (cloud in time, the
         # on-device model, the tracker from a cloud result, none).
         "boxes_from": dict(came),

@@ -57,3 +57,36 @@ def test_decimated_frames_are_scored_with_the_boxes_they_showed() -> None:
         ModeRun("mobieye", 1.0, 0.1, [agent(None)]), moved, None, sla_ms=50, min_score=0.5
     )
     assert only_sent["frames_scored"] == 2 and only_sent["f1_vs_oracle"] == 1.0
+
+
+def test_on_device_results_fill_an_outage_and_it_is_scored_alone() -> None:
+    import pytest
+
+    from mobieye.bench.outage import parse_outage
+    from mobieye.errors import MobiEyeError
+
+    # Frames 0..3 sent every 40 ms; the cloud answers frame 0 only, then goes silent.
+    frames = [[i, i, 10.0 + 0.04 * i] for i in range(4)]
+    cloud = [[0, 10.02, [PERSON_A], [0], [0.9]]]
+    local = [[2, 10.11, [PERSON_B], [0], [0.8]]]  # the device detects frame 2 in time
+    oracle = [boxes(PERSON_A), boxes(PERSON_A), boxes(PERSON_B), boxes(PERSON_B)]
+
+    def run(with_local: bool) -> dict[str, object]:
+        a: dict[str, object] = {
+            "report": {"detector_runs": 1, "frames_sent": 4, "uplink_kbps": 300.0,
+                       "boxes_from": {"cloud": 1, "local": 3 if with_local else 0}},
+            "frames": frames, "results": cloud, "decisions": [],
+            "local_results": local if with_local else [],
+        }  # fmt: skip
+        return score_mode(ModeRun("m", 1.0, 0.1, [a], outage=(10.03, 10.2)), oracle, None,
+                          sla_ms=50, min_score=0.5)  # fmt: skip
+
+    tracker_only, duplicated = run(False), run(True)
+    assert duplicated["outage"]["frames"] == tracker_only["outage"]["frames"] == 3
+    assert duplicated["outage"]["f1_vs_oracle"] > tracker_only["outage"]["f1_vs_oracle"]
+    assert duplicated["frames_without_boxes"] == 0
+    assert duplicated["boxes_from"] == {"cloud": 1, "local": 3}
+    assert parse_outage("8:5", 20).seconds == 5
+    for bad in ("8", "8:0", "-1:5", "18:5"):
+        with pytest.raises(MobiEyeError):
+            parse_outage(bad, 20)
