@@ -71,7 +71,8 @@ async def run_agent(spec: dict[str, Any], clip: EncodedClip | None = None) -> di
     def rows(results: list[ArrivedResult]) -> list[list[Any]]:
         return [
             [r.seq, round(r.arrival_s, 6), r.boxes.xyxy.round(4).tolist(),
-             r.boxes.class_id.tolist(), r.boxes.confidence.round(3).tolist()]
+             r.boxes.class_id.tolist(), r.boxes.confidence.round(3).tolist(),
+             r.boxes.tracker_id.tolist()]
             for r in results
         ]  # fmt: skip
 

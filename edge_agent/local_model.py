@@ -28,8 +28,11 @@ from mobieye.detector import Detector, UltralyticsDetector
 from mobieye.errors import MobiEyeError
 from mobieye.messages import Result, Timings
 from mobieye.models.ladder import ladder_from_spec
+from mobieye.tracking import TrackAssigner
 
 log = logging.getLogger(__name__)
+
+LOCAL_FIRST_ID = 1_000_000
 
 Image = npt.NDArray[np.uint8]
 
@@ -51,6 +54,9 @@ class LocalModel:
         self._loop = loop
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-model")
         self._busy = threading.Event()
+        # Ids across its detections (a few frames apart: IoU holds for people), in a range of
+        # their own: the cloud's ids are its worker's, and one must never pass for the other.
+        self.assigner = TrackAssigner(max_misses=1, first_id=LOCAL_FIRST_ID)
         self.ready = False
         self.problem: str | None = None  # why it can't detect (None: it can, or still loading)
         self.detections = 0
@@ -88,6 +94,7 @@ class LocalModel:
         finally:
             self.busy_s += time.perf_counter() - started
             self.cpu_s += time.thread_time() - cpu0
+        dets = self.assigner.update(dets)  # this thread only: no lock
         h, w = image.shape[:2]
         ms = (time.perf_counter() - started) * 1000
         names = getattr(self.detector, "names", {})

@@ -20,6 +20,7 @@ from typing import Any
 from mobieye.bench.capacity import holds, next_streams, sustained
 from mobieye.bench.components import components_markdown, machine, measure_components
 from mobieye.bench.modes import LOCAL, MODE_NAMES, NO_WORKER, mode_settings
+from mobieye.bench.mot import bytetrack_anchor
 from mobieye.bench.oracle import load_mot_gt, oracle_boxes, video_info
 from mobieye.bench.outage import parse_outage
 from mobieye.bench.report import markdown, plot_f1_vs_uplink, plot_latency_cdf
@@ -109,7 +110,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         raise MobiEyeError(f"--streams takes N or N,N,...: {args.streams!r}") from exc
     if not counts or counts[0] < 1 or args.workers < 1 or args.capacity_max < 1:
         raise MobiEyeError("--streams, --workers and --capacity-max must be at least 1")
-    n_frames, width, height, _ = video_info(video)
+    n_frames, width, height, clip_fps = video_info(video)
     gt = load_mot_gt(Path(args.gt), n_frames, width, height) if args.gt else None
     _check_link(args.link)
     if args.pin_worker_cores:
@@ -151,6 +152,11 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         "oracle": best.label,
         "modes": {},
     }
+    if gt is not None:
+        _note("anchor: ultralytics' ByteTrack on the oracle's boxes of every frame, offline")
+        result["anchor"] = {
+            "bytetrack_on_oracle": bytetrack_anchor(oracle, gt, clip_fps, args.min_score)
+        }
     if args.components:
         detector = settings.detector.model_copy(update={"model": best.path, "imgsz": best.imgsz})
         result["components"] = measure_components(
@@ -226,6 +232,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             f"Per worker core ({where}): "
             + ", ".join(f"{k} {v:g}" for k, v in result["capacity_per_worker_core"].items())
             + "\n"
+        )
+    if "anchor" in result:
+        a = result["anchor"]["bytetrack_on_oracle"]
+        md += (
+            f"\nAnchor (ByteTrack on the oracle's boxes of every frame, offline): MOTA "
+            f"{a['mota']}, IDF1 {a['idf1']}, ID switches {a['id_switches']}, HOTA {a['hota']}\n"
         )
     if args.components:
         md += "\n" + "\n".join(components_markdown(result["components"])) + "\n"

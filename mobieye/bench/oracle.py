@@ -129,6 +129,7 @@ def load_mot_gt(path: Path, frames: int, width: int, height: int) -> list[Detect
                 (xyxy.astype(np.float32) / scale).reshape(-1, 4),
                 np.ones(len(r), np.float32),
                 np.full(len(r), PERSON, np.int64),
+                r[:, 1].astype(np.int64),  # the person's id: tracking metrics need it
             )
         )
     return per_frame

@@ -44,17 +44,19 @@ def _edge_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "| mode | boxes from cloud / on-device / tracker / none | frames without boxes | "
-        "outage: F1 vs oracle, frames without boxes | edge CPU ms/frame |",
-        "|---|---|---|---|---|",
+        "outage: F1 vs oracle, frames without boxes | edge CPU ms/frame | MOTA / IDF1 / "
+        "ID switches / HOTA |",
+        "|---|---|---|---|---|---|",
     ]
     for name, m in modes.items():
         came = m.get("boxes_from") or {}
         src = " / ".join(str(came.get(k, 0)) for k in ("cloud", "local", "tracker", "none"))
         out = m.get("outage")
         outage = "—" if not out else f"{out['f1_vs_oracle']}, {out['frames_without_boxes']}"
+        mot = " / ".join(str(m.get(k)) for k in ("mota", "idf1", "id_switches", "hota"))
         lines.append(
             f"| {name} | {src} | {m.get('frames_without_boxes')} | {outage} | "
-            f"{m.get('edge_cpu_ms_per_frame')} |"
+            f"{m.get('edge_cpu_ms_per_frame')} | {mot} |"
         )
     return lines
 

@@ -9,11 +9,26 @@ from typing import Any
 import numpy as np
 
 from mobieye.accuracy import F1Score, match_counts
+from mobieye.bench.mot import mot_metrics
 from mobieye.bench.oracle import PERSON
 from mobieye.bench.run import ModeRun
 from mobieye.detections import Detections
 from mobieye.display import ArrivedResult, display_timeline
 from mobieye.stats import percentiles
+
+
+def _arrived(row: list[Any]) -> ArrivedResult:
+    """A saved result row: seq, arrival, boxes, classes, scores[, track ids (newer runs)]."""
+    seq, arrival, xyxy, cls, score = row[:5]
+    ids = np.asarray(row[5] if len(row) > 5 else [], np.int64)
+    return ArrivedResult(seq, arrival, Detections(xyxy, score, cls, ids))
+
+
+def _mean_mot(per_stream: list[dict[str, float | int]]) -> dict[str, float | None]:
+    keys = ("mota", "idf1", "id_switches", "hota")
+    if not per_stream:
+        return dict.fromkeys(keys)
+    return {k: round(float(np.mean([m[k] for m in per_stream])), 4) for k in keys}
 
 
 def score_mode(
@@ -35,23 +50,18 @@ def score_mode(
     frames = scored = in_time = fallback = runs = sent = 0
     uplink: list[float] = []
     edge_cpu: list[float] = []
+    mot: list[dict[str, float | int]] = []  # per stream
     came: Counter[str] = Counter()
     # Over the outage window alone (--outage), and frames left without boxes once any came.
     in_outage, outage_frames, outage_bare, bare = F1Score(), 0, 0, 0
     window = run.outage
     for agent in run.agents:
         sent_frames = agent["frames"]  # [seq, index, capture_s]
-        results = [
-            ArrivedResult(seq, arrival, Detections(xyxy, score, cls))
-            for seq, arrival, xyxy, cls, score in agent["results"]
-        ]
+        results = [_arrived(row) for row in agent["results"]]
         # The on-device model's results are shown like the cloud's (a frame shows its own if
         # it came in time, else the newest), listed first so a cloud result for the same
         # frame wins; latency is the cloud's alone.
-        local = [
-            ArrivedResult(seq, arrival, Detections(xyxy, score, cls))
-            for seq, arrival, xyxy, cls, score in agent.get("local_results", [])
-        ]
+        local = [_arrived(row) for row in agent.get("local_results", [])]
         capture = {seq: t for seq, _, t in sent_frames}
         for r in results:
             ms = (r.arrival_s - capture[r.seq]) * 1000
@@ -61,6 +71,7 @@ def score_mode(
         shown = display_timeline([(s, t) for s, _, t in played], local + results, sla_ms)
         scored += len(played)
         seen_any = False
+        tracks: list[tuple[Detections, Detections]] = []  # (truth, shown people), for MOT
         for (_, index, capture_s), d in zip(played, shown, strict=True):
             boxes = Detections.empty() if d.result is None else d.result.boxes
             shown_boxes = boxes.confident(min_score)
@@ -78,7 +89,10 @@ def score_mode(
                 truth = gt[index % len(gt)]
                 people = cls == PERSON
                 vs_gt.add(match_counts(xyxy[people], cls[people], truth.xyxy, truth.class_id))
+                tracks.append((truth, shown_boxes[people]))
             fallback += d.shown == "fallback"
+        if tracks:
+            mot.append(mot_metrics(tracks))
         frames += len(sent_frames)
         report = agent["report"]
         runs += report["detector_runs"]
@@ -102,6 +116,8 @@ def score_mode(
         "min_score": min_score,
         "sla_miss_ratio": round(1 - in_time / frames, 4) if frames else None,
         "fallback_frames": fallback,
+        # Tracking quality against the ground truth (TrackEval), the mean over streams.
+        **_mean_mot(mot),
         "frames_without_boxes": bare,  # after the stream's first boxes, frames shown with none
         "outage": None
         if window is None
