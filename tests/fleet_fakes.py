@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from mobieye.capacity import Admission
 from mobieye.fleet.payloads import Command, ObjectEvent, Setting, StreamState, StreamStats
 
 
@@ -56,3 +57,6 @@ class FakeWorker:
 
     def detector_problem(self) -> str | None:
         return None
+
+    def admission(self) -> Admission:
+        return Admission(admits=8, basis="fixed")
