@@ -314,11 +314,16 @@ class EdgeAgent:
             self.source.start(loop, slot)
             started = True
         while True:
-            offline = asyncio.create_task(self._serve_offline(slot)) if started else None
+            stop = asyncio.Event()
+            offline = asyncio.create_task(self._serve_offline(slot, stop)) if started else None
             try:
                 conn = await self._connect_until(slot, deadline, started)
             finally:
                 if offline is not None:
+                    # The flag as well as the cancel: a cancel that lands as the slot hands
+                    # over a frame can be swallowed by wait_for (Python < 3.12), and this
+                    # await then never returned (found by the outage bench).
+                    stop.set()
                     offline.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await offline
@@ -358,14 +363,16 @@ class EdgeAgent:
                     return None
                 await asyncio.sleep(RETRY_S)
 
-    async def _serve_offline(self, slot: LatestSlot[CapturedFrame]) -> None:
+    async def _serve_offline(self, slot: LatestSlot[CapturedFrame], stop: asyncio.Event) -> None:
         """No worker: every captured frame is shown, its boxes from the on-device model and
-        the tracker once its deadline passes (the cloud can't answer it)."""
-        while True:
+        the tracker once its deadline passes (the cloud can't answer it); until ``stop``."""
+        while not stop.is_set():
+            frame: CapturedFrame | None = None
             try:
-                frame: CapturedFrame | None = await asyncio.wait_for(slot.get(), 0.1)
+                async with asyncio.timeout(0.1):
+                    frame = await slot.get()
             except TimeoutError:
-                frame = None
+                pass
             except SlotClosed:
                 return
             if frame is not None:
