@@ -16,6 +16,8 @@ from mobieye.detections import Detections
 from mobieye.display import ArrivedResult, display_timeline
 from mobieye.stats import percentiles
 
+LAP_ID_STRIDE = 1_000_000  # ground-truth ids of each pass of a looped clip apart
+
 
 def _arrived(row: list[Any]) -> ArrivedResult:
     """A saved result row: seq, arrival, boxes, classes, scores[, track ids (newer runs)]."""
@@ -72,6 +74,7 @@ def score_mode(
         scored += len(played)
         seen_any = False
         tracks: list[tuple[Detections, Detections]] = []  # (truth, shown people), for MOT
+        laps, last_index = 0, -1
         for (_, index, capture_s), d in zip(played, shown, strict=True):
             boxes = Detections.empty() if d.result is None else d.result.boxes
             shown_boxes = boxes.confident(min_score)
@@ -89,7 +92,13 @@ def score_mode(
                 truth = gt[index % len(gt)]
                 people = cls == PERSON
                 vs_gt.add(match_counts(xyxy[people], cls[people], truth.xyxy, truth.class_id))
-                tracks.append((truth, shown_boxes[people]))
+                # A looped clip shows its people again from the start: new identities each
+                # pass (else every jump back would count as an identity switch).
+                laps += index < last_index
+                last_index = index
+                lap_truth = truth.copy()
+                lap_truth.tracker_id = truth.tracker_id + laps * LAP_ID_STRIDE
+                tracks.append((lap_truth, shown_boxes[people]))
             fallback += d.shown == "fallback"
         if tracks:
             mot.append(mot_metrics(tracks))
