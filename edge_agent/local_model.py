@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from mobieye.config import DetectorConfig
 from mobieye.detector import Detector, UltralyticsDetector
-from mobieye.errors import MobiEyeError
+from mobieye.errors import ConfigError
 from mobieye.messages import Result, Timings
 from mobieye.models.ladder import ladder_from_spec
 from mobieye.tracking import TrackAssigner
@@ -39,7 +39,10 @@ Image = npt.NDArray[np.uint8]
 
 def local_detector(spec: str, threads: int) -> UltralyticsDetector:
     """``PATH[@IMGSZ]`` as a detector with ``threads`` CPU threads (not loaded yet)."""
-    (model,) = ladder_from_spec(spec)
+    models = ladder_from_spec(spec)
+    if len(models) != 1:
+        raise ConfigError(f"edge.local_model names one model, PATH[@IMGSZ]; got {len(models)}")
+    (model,) = models
     cfg = DetectorConfig(model=model.path, imgsz=model.imgsz, threads=threads)
     return UltralyticsDetector(cfg)
 
@@ -61,22 +64,17 @@ class LocalModel:
         self.problem: str | None = None  # why it can't detect (None: it can, or still loading)
         self.detections = 0
         self.busy_s = 0.0  # wall time inside the detector
-        self.cpu_s = 0.0  # the detector thread's CPU time (its own threads' too, roughly)
 
     async def load(self) -> None:
         """Load off the loop; a failure is logged and remembered, never raised."""
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self.detector.load)
-        except (MobiEyeError, Exception) as exc:
+        except Exception as exc:  # ModelError names the path; anything else says what broke
             self.problem = f"on-device model unusable: {exc}"
             log.error("%s; the edge falls back to tracking the cloud's boxes", self.problem)
             return
         self.ready = True
         log.info("on-device model %s ready", getattr(self.detector, "name", "?"))
-
-    @property
-    def busy(self) -> bool:
-        return self._busy.is_set()
 
     def offer(self, seq: int, image: Image) -> bool:
         """Detect on frame ``seq`` unless a detection is running; True if it started."""
@@ -88,12 +86,11 @@ class LocalModel:
         return True
 
     def _detect(self, seq: int, image: Image) -> Result:
-        started, cpu0 = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         try:
             (dets,) = self.detector.detect([image])
         finally:
             self.busy_s += time.perf_counter() - started
-            self.cpu_s += time.thread_time() - cpu0
         dets = self.assigner.update(dets)  # this thread only: no lock
         h, w = image.shape[:2]
         ms = (time.perf_counter() - started) * 1000

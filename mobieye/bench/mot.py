@@ -89,8 +89,8 @@ def bytetrack_anchor(
         track_high_thresh=0.25, track_low_thresh=0.1, new_track_thresh=0.25, track_buffer=30,
         match_thresh=0.8, fuse_score=True,
     )  # fmt: skip
-    # Lost tracks are kept track_buffer frames, as ultralytics' default yaml says for 30 fps.
-    args.track_buffer = max(1, round(30 * fps / 30))
+    # ultralytics' yaml keeps a lost track 30 frames at 30 fps: a second, at the clip's rate.
+    args.track_buffer = max(1, round(fps))
     tracker = BYTETracker(args)  # type: ignore[no-untyped-call]
     frames = []
     for dets, truth in zip(oracle, gt, strict=False):

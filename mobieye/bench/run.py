@@ -157,6 +157,7 @@ async def run_mode(
         os.chmod(tmp, 0o755)
         procs: list[subprocess.Popen[bytes]] = []
         agents: list[subprocess.Popen[bytes]] = []
+        silence: asyncio.Task[tuple[float, float]] | None = None
         try:
             for w, port in enumerate(ports[:workers]):
                 cfg = settings.model_dump(mode="json", exclude={"edge"})
@@ -199,6 +200,8 @@ async def run_mode(
             window = await silence if silence is not None else None
             cpu_s = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         finally:
+            if silence is not None:  # it must not freeze a worker after this
+                silence.cancel()
             for proc in procs:  # a frozen worker can't be stopped
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGCONT)
