@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from aiortc import RTCDataChannel
 
 from edge_agent.connection import Connection, connect, prepare_sender_webrtc
 from edge_agent.control import EdgeController
+from edge_agent.edge_first import EdgeFirst, Shown
 from edge_agent.failover import RETRY_S, Failover
 from edge_agent.fallback import OnDeviceFallback
 from edge_agent.ledger import FrameLedger, SentFrame
@@ -42,12 +44,14 @@ from mobieye.messages import (
     Hello,
     LatencyReport,
     Result,
+    Timings,
     Welcome,
     WorkerStats,
     encode,
     parse_message,
 )
 from mobieye.slot import LatestSlot, SlotClosed
+from mobieye.stats import percentiles
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,11 +106,21 @@ class EdgeAgent:
             else None
         )
         self.on_result: Callable[[Result], None] | None = None
+        # Edge-first (edge.uplink: keyframes): the edge tracks every frame and sends stills.
+        self.edge_first = (
+            EdgeFirst(settings.keyframe, settings.controller.accuracy_target,
+                      settings.controller.sla_ms, settings.controller.uplink_kbps,
+                      settings.edge.still_format, settings.edge.still_max_width)
+            if settings.edge.uplink == "keyframes"
+            else None
+        )  # fmt: skip
         self.controller = (
             EdgeController(settings.controller, settings.webrtc, source, self._send)
-            if settings.controller.enabled
+            if settings.controller.enabled and self.edge_first is None
             else None
         )
+        self._last_heard_s = 0.0  # the newest message from the worker (edge-first liveness)
+        self._budget_warned = False
         self.fallback = OnDeviceFallback()
         # Every frame and result with its timing, for display/accuracy analysis (bench).
         self.keep_timeline = outputs.keep_timeline
@@ -151,13 +165,18 @@ class EdgeAgent:
         except MessageError as exc:
             log.warning("dropped message from worker: %s", exc)
             return
-        if isinstance(msg, Result):
+        self._last_heard_s = now
+        if isinstance(msg, Result) and self.edge_first is not None:
+            self._on_still_result(msg, now)
+        elif isinstance(msg, Result):
             self._on_result(msg, now)
         elif isinstance(msg, WorkerStats):
             if self.controller is not None:
                 self.controller.on_worker_stats(msg)
         elif isinstance(msg, Welcome):
             self.stats.worker_id = msg.worker_id
+            if self.edge_first is not None:
+                self.edge_first.on_models(msg.models)
             if self.controller is not None:
                 self.controller.on_models(msg.models)
                 self.controller.on_welcome(msg.worker_id)
@@ -197,9 +216,27 @@ class EdgeAgent:
         if self.on_result is not None:
             self.on_result(result)
 
+    def _on_still_result(self, result: Result, now: float) -> None:
+        """Edge-first: the worker's boxes for one of our stills (the edge-first thread moves
+        them on to the newest frame)."""
+        assert self.edge_first is not None
+        ms = self.edge_first.on_cloud(result, now)
+        if ms is None:
+            return  # for a still given up, or not ours: the boxes it would replace are newer
+        self.stats.last_result_s = now
+        self.stats.frames_with_result += 1
+        self.stats.detector_runs = max(self.stats.detector_runs, result.detector_runs)
+        self.stats.model = result.model
+        self._pending_latency.append(round(ms, 2))
+        if self.on_result is not None:
+            self.on_result(result)
+
     def _on_local_result(self, result: Result) -> None:
         """The on-device model's boxes for a frame: the newest boxes if no cloud result is
         newer (the fallback moves them on to every late frame after it)."""
+        if self.edge_first is not None:
+            self.edge_first.on_local(result, time.monotonic())
+            return
         self.fallback.on_result(result)
         if self.keep_timeline:
             boxes = Detections.from_wire(result.boxes)
@@ -215,7 +252,7 @@ class EdgeAgent:
         """A frame the user sees, sent to a worker or not (no worker reachable): it gets the
         cloud's boxes in time, or the on-device model's and the tracker's once it is late."""
         sent = self.ledger.sent(frame.seq, frame.capture_s, frame.index)
-        if frame.gray is not None:
+        if frame.gray is not None and self.edge_first is None:
             self.fallback.on_sent(frame.seq, frame.gray)
         if self.local is not None and frame.image is not None:
             self._newest = (frame.seq, frame.image)
@@ -256,6 +293,8 @@ class EdgeAgent:
         finally:
             await self._shut_down(slot)
         uplink_bytes = self._uplink_bytes
+        if self.edge_first is not None:
+            uplink_bytes += self.edge_first.budget.sent_bytes
         report = self.stats.summary(uplink_bytes or None)
         report["source_reopens"] = self.source.reopens
         report.update(self._deadline_summary())
@@ -264,6 +303,8 @@ class EdgeAgent:
         cpu_ms = (time.process_time() - cpu_started) * 1000
         report["edge_cpu_ms_per_frame"] = round(cpu_ms / max(1, self.stats.frames_captured), 3)
         report["local_model"] = self._local_summary()
+        report["uplink"] = self.settings.edge.uplink
+        report["stills"] = self._stills_summary()
         if self.controller is not None:
             last = self.controller.decisions[-1] if self.controller.decisions else None
             report["controller"] = {"changes": self.controller.changes, "last": last}
@@ -285,6 +326,24 @@ class EdgeAgent:
         await self.local.load()
         if self.local.problem is not None:
             self.stats.errors.append(self.local.problem)
+
+    def _stills_summary(self) -> dict[str, Any] | None:
+        ef = self.edge_first
+        if ef is None:
+            return None
+        b = ef.budget
+        return {
+            "sent": b.sent,
+            "bytes_mean": round(b.sent_bytes / b.sent) if b.sent else None,
+            "quality": b.quality,
+            "format": ef.still_format,
+            "budget_kbps": b.kbps,
+            "keyframe_latency_ms": percentiles(ef.latencies_ms),
+            "given_up": ef.given_up,
+            "reasons": dict(ef.reasons.most_common()),
+            "interval": ef.interval,
+            "tracked_vs_fresh_f1": round(ef.agreement.f1, 4) if ef.agreement.frames else None,
+        }
 
     def _local_summary(self) -> dict[str, Any] | None:
         if not self.settings.edge.local_model:
@@ -308,14 +367,38 @@ class EdgeAgent:
         if self.directory is not None:
             await self.directory.start()
             await self.directory.wait_for_candidates(DISCOVERY_S)
-        if self.local is not None and self.local.ready:
-            # Boxes from the first frame, whether a worker answers or not.
+        frames: asyncio.Task[None] | None = None
+        if (self.local is not None and self.local.ready) or self.edge_first is not None:
+            # Boxes from the first frame, whether a worker answers or not (edge-first: the
+            # edge shows every frame itself, connected or not).
             self.stats.started_s = time.monotonic()
             self.source.start(loop, slot)
             started = True
+        if self.edge_first is not None:
+            frames = asyncio.create_task(self._edge_first_frames(slot, loop))
+        try:
+            await self._sessions(loop, slot, deadline, started)
+        finally:
+            if frames is not None:
+                frames.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await frames
+
+    async def _sessions(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        slot: LatestSlot[CapturedFrame],
+        deadline: float | None,
+        started: bool,
+    ) -> None:
+        """Connect, stream, fail over, until the run ends."""
         while True:
             stop = asyncio.Event()
-            offline = asyncio.create_task(self._serve_offline(slot, stop)) if started else None
+            offline = (
+                asyncio.create_task(self._serve_offline(slot, stop))
+                if started and self.edge_first is None
+                else None
+            )
             try:
                 conn = await self._connect_until(slot, deadline, started)
             finally:
@@ -330,6 +413,7 @@ class EdgeAgent:
             if conn is None:
                 return
             self.conn = conn
+            self._last_heard_s = time.monotonic()
             if not started:
                 self.stats.started_s = time.monotonic()
                 self.source.start(loop, slot)
@@ -433,11 +517,13 @@ class EdgeAgent:
             raise SignallingError("no live worker with free capacity is known (yet)")
         problems = []
         for worker, url in candidates:
-            track = self._track(slot)
+            track = self._track(slot) if self.edge_first is None else None
             try:
-                conn = await connect(self.settings, url, track, self._on_open, self._on_message)
+                conn = await connect(self.settings, url, track, self._on_open, self._on_message,
+                                     self.clock)  # fmt: skip
             except SignallingError as exc:
-                track.stop()
+                if track is not None:
+                    track.stop()
                 problems.append(str(exc))
                 log.warning("%s", exc)
                 if self.directory is not None:
@@ -463,6 +549,9 @@ class EdgeAgent:
             if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
                 last_control = now
                 await self.controller.tick(now, conn.pc)
+            elif self.edge_first is not None and now - last_control >= 1.0:
+                last_control = now
+                self.edge_first.adjust()
             self.stats.frames_captured = self.source.captured
             if now - last_status >= LATENCY_REPORT_S:
                 last_status = now
@@ -477,14 +566,15 @@ class EdgeAgent:
             if self._source_quiet(now):
                 self._source_down_s = now
             lost = self.failover.loss(
-                now, connected_s, self.stats.last_result_s, will, self._source_down_s
+                now, connected_s, self._last_answer_s(), will, self._source_down_s
             )
             if lost:
                 conn.mark_lost(lost)
             if conn.lost.is_set():
                 return False
             # Last: however long the fallback takes, the loss check above has run.
-            await self._show_late_frames(now)
+            if self.edge_first is None:
+                await self._show_late_frames(now)
         await asyncio.to_thread(self.source.stop)
         self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
@@ -492,6 +582,78 @@ class EdgeAgent:
         if tty:
             print(file=sys.stderr)
         return True
+
+    def _last_answer_s(self) -> float | None:
+        """When the worker last showed it serves us. Video: its newest result. Edge-first:
+        stills go only when needed, so its newest message of any kind, unless a still has
+        waited for its answer since before then."""
+        ef = self.edge_first
+        if ef is None:
+            return self.stats.last_result_s
+        waiting = ef.first_unanswered_s
+        return self._last_heard_s if waiting is None else min(self._last_heard_s, waiting)
+
+    async def _edge_first_frames(
+        self, slot: LatestSlot[CapturedFrame], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Edge-first: every captured frame is tracked and shown here, on a thread of its own;
+        the hard ones go to the worker as stills while one is connected."""
+        ef = self.edge_first
+        assert ef is not None
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-first")
+        try:
+            while True:
+                try:
+                    frame = await slot.get()
+                except SlotClosed:
+                    return
+                if frame.gray is None or frame.image is None:
+                    continue  # a replayed frame has no pixels: edge-first needs a real source
+                self._on_shown(frame)
+                conn = self.conn
+                online = conn is not None and not conn.lost.is_set() and conn.peer.open
+                shown = await loop.run_in_executor(
+                    executor, ef.step, frame.seq, frame.gray, frame.image, time.monotonic(),
+                    online,
+                )  # fmt: skip
+                self._show(frame, shown)
+                if shown.still is not None and conn is not None and conn.send(shown.still):
+                    ef.sent(frame.seq, frame.capture_s, time.monotonic(), len(shown.still))
+                    self.stats.frames_sent += 1
+                if self.local is not None and ef.wants_local(time.monotonic()):
+                    self.local.offer(frame.seq, frame.image)
+                self._warn_budget(ef)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _show(self, frame: CapturedFrame, shown: Shown) -> None:
+        """An edge-first frame's boxes, shown now (counted, timed, kept for the bench)."""
+        now = time.monotonic()
+        self.stats.frames_captured = self.source.captured
+        if shown.base == "none":
+            self.boxes_from["none"] += 1
+            return
+        self.boxes_from["local" if shown.base == "local" else "tracker"] += 1
+        self.stats.latencies_ms.append((now - frame.capture_s) * 1000)
+        h, w = frame.gray.shape[:2] if frame.gray is not None else (1, 1)
+        if self.keep_timeline:
+            b = shown.boxes
+            norm = Detections(b.normalized_xyxy(w, h), b.confidence, b.class_id, b.tracker_id)
+            self.results.append(ArrivedResult(frame.seq, now, norm))
+        if self._recorder is not None and frame.image is not None:
+            self._images.pop(frame.seq, None)
+            assert self.edge_first is not None
+            boxes = shown.boxes.to_wire(w, h, self.edge_first.names)
+            result = Result(seq=frame.seq, pts=0, source="track", model=shown.base, width=w,
+                            height=h, boxes=boxes, timings=Timings())  # fmt: skip
+            self._recorder.put((frame.image, result))
+
+    def _warn_budget(self, ef: EdgeFirst) -> None:
+        problem = ef.budget.too_small()
+        if problem is not None and not self._budget_warned:
+            self._budget_warned = True
+            log.error("%s; the edge goes on with its own model and tracker", problem)
+            self.stats.errors.append(problem)
 
     def _source_quiet(self, now: float) -> bool:
         """The source is reopening or has delivered nothing for a few frame periods: no

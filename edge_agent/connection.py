@@ -18,6 +18,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from edge_agent.replay import ReplayTrack
 from edge_agent.track import CaptureTrack
+from mobieye.clock import FrameClock
 from mobieye.config import Settings
 from mobieye.errors import SignallingError
 from mobieye.fleet.access import WorkerAccess
@@ -107,8 +108,8 @@ class Connection:
             self.lost_reason = reason
             self.lost.set()
 
-    def send(self, text: str) -> None:
-        self.peer.send(text)
+    def send(self, text: str | bytes) -> bool:
+        return self.peer.send(text)
 
     async def bytes_sent(self) -> int:
         total = 0
@@ -140,18 +141,25 @@ def prepare_sender_webrtc(settings: Settings) -> None:
 async def connect(
     settings: Settings,
     url: str,
-    track: CaptureTrack | ReplayTrack,
+    track: CaptureTrack | ReplayTrack | None,
     on_open: Callable[[], None],
     on_message: Callable[[str | bytes], None],
+    clock: FrameClock | None = None,
 ) -> Connection:
-    """Offer a stream to the worker at ``url``; SignallingError (WorkerRefused) on failure."""
+    """Offer a stream to the worker at ``url``; SignallingError (WorkerRefused) on failure.
+
+    Without a track (``edge.uplink: keyframes``) the offer is a data channel alone: the edge
+    sends its keyframes as stills on it (an older worker refuses such an offer, saying it
+    has no video)."""
     pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
     channel = pc.createDataChannel("mobieye", ordered=True)
     conn = Connection(url, pc, channel)
     channel.on("open", on_open)
     channel.on("message", on_message)
-    transceiver = pc.addTransceiver(track, direction="sendonly")
-    prefer_codec(transceiver, "video", settings.webrtc.codec)
+    if track is not None:
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        prefer_codec(transceiver, "video", settings.webrtc.codec)
+    ticks = (track.clock if track is not None else clock or FrameClock()).ticks
 
     @pc.on("connectionstatechange")
     def _state() -> None:
@@ -163,7 +171,8 @@ async def connect(
         await pc.setLocalDescription(await pc.createOffer())
         answer = await post_offer(
             url, {"sdp": pc.localDescription.sdp, "type": "offer",
-                  "stream_id": settings.edge.stream_id, "frame_ticks": track.clock.ticks},
+                  "stream_id": settings.edge.stream_id, "frame_ticks": ticks,
+                  "uplink": "video" if track is not None else "keyframes"},
             WorkerAccess.from_settings(settings),
         )  # fmt: skip
         conn.stream_id = _id_or_none(answer.get("stream_id"))

@@ -51,6 +51,18 @@ def edge_flags(p: argparse.ArgumentParser, source_required: bool) -> None:
     g.add_argument(
         "--local-threads", type=int, help="CPU threads for the on-device model (default 1)"
     )
+    g.add_argument(
+        "--uplink",
+        choices=["video", "keyframes"],
+        help="video (default): every frame as WebRTC video; keyframes (edge-first): the edge "
+        "tracks every frame and sends the worker only hard frames, as JPEG/WebP stills",
+    )
+    g.add_argument(
+        "--uplink-kbps",
+        type=float,
+        help="with --uplink keyframes: the stills' budget (quality and rate follow it)",
+    )
+    g.add_argument("--still-format", choices=["jpeg", "webp"], help="stills' format (jpeg)")
     g.add_argument("--report", type=Path, help="write the summary report (JSON) here")
     g.add_argument("--trace", type=Path, help="write one JSON line per frame here")
     g.add_argument("--record", type=Path, help="write the annotated video (.mp4) here")

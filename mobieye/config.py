@@ -117,6 +117,13 @@ class ControllerConfig(_Section):
         description="Mean IoU of tracked boxes against fresh detections the keyframe "
         "interval is tuned toward.",
     )
+    uplink_kbps: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Edge-first uplink (edge.uplink: keyframes): the budget its stills must "
+        "fit; quality and keyframe rate follow it (none: the SLA alone governs them).",
+    )
 
 
 class KeyframeConfig(_Section):
@@ -142,6 +149,13 @@ class KeyframeConfig(_Section):
     )
     max_interval: int = Field(
         default=12, ge=1, le=1000, description="Upper bound when the interval is tuned online."
+    )
+    min_local_agreement: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Edge-first: detect (send a still) when the on-device model's boxes agree "
+        "with the tracked ones less than this (F1 at IoU 0.5): a hard frame.",
     )
     adaptive: bool = Field(
         default=True,
@@ -311,6 +325,12 @@ class WorkerConfig(_Section):
     max_message_bytes: int = Field(
         default=16 * 1024, ge=256, le=1024 * 1024, description="Largest data-channel message."
     )
+    max_still_bytes: int = Field(
+        default=63 * 1024,
+        ge=1024,
+        le=63 * 1024,
+        description="Largest keyframe still (edge-first uplink) a peer may send.",
+    )
     max_messages_per_s: float = Field(
         default=50.0, gt=0, le=10_000, description="Data-channel messages a peer may send."
     )
@@ -340,6 +360,18 @@ class EdgeConfig(_Section):
     )
     local_threads: int = Field(
         default=1, ge=1, le=16, description="CPU threads the on-device model may use."
+    )
+    uplink: Literal["video", "keyframes"] = Field(
+        default="video",
+        description="video: every frame as WebRTC video, the worker tracks; keyframes "
+        "(edge-first): the edge tracks every frame itself and sends the worker only the frames "
+        "it needs detected, as stills over the data channel.",
+    )
+    still_format: Literal["jpeg", "webp"] = Field(
+        default="jpeg", description="Image format of keyframe stills (edge.uplink: keyframes)."
+    )
+    still_max_width: int = Field(
+        default=640, ge=64, le=4096, description="Stills wider than this are downscaled."
     )
     reconnect_s: float = Field(
         default=1.0, gt=0, description="Wait before reopening a live source (doubles to 10 s)."

@@ -26,6 +26,9 @@ class FrameFacts:
     damaged: bool = False  # decoded from a stream with lost packets since the last keyframe
     detector_busy: bool = False  # a detection of this stream is still running
     detection_lost: bool = False  # the stream just gave up on a late detection
+    # Edge-first: F1 of the on-device model's boxes against the tracked ones on a recent frame
+    # (None: not measured since the last keyframe). Disagreement marks a hard frame.
+    local_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ def decide_keyframe(
         return KeyframeDecision(True, "scene_change")
     if facts.track_quality < cfg.min_track_quality:
         return KeyframeDecision(True, "tracking_quality")
+    if facts.local_agreement is not None and facts.local_agreement < cfg.min_local_agreement:
+        return KeyframeDecision(True, "local_disagrees")
     return KeyframeDecision(False, "track")
 
 

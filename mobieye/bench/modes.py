@@ -10,6 +10,9 @@
 * ``stock-receive`` (not run by default): ``mobieye`` with aiortc's stock jitter buffer.
 * ``mobieye-local`` (not run by default): ``mobieye`` with the on-device model duplicating
   late cloud results and covering outages (MDInference).
+* ``edge-first`` (not run by default): the edge tracks every frame with its on-device model
+  refreshing the boxes, and sends the worker only hard frames, as stills, within an uplink
+  budget (``controller.uplink_kbps``, 100 kbps unless set).
 * ``local-only`` (not run by default): no worker at all; the edge's on-device model (the
   ladder's cheapest, or ``--local-model``) on as many frames as its CPU allows, its tracker in
   between.
@@ -21,8 +24,13 @@ from typing import Any
 
 from mobieye.config import LadderModel, Settings
 
-MODE_NAMES = ("conventional", "fixed", "mobieye", "stock-receive", "mobieye-local", "local-only")
-LOCAL = ("mobieye-local", "local-only")  # modes whose edges always have an on-device model
+MODE_NAMES = (
+    "conventional", "fixed", "mobieye", "stock-receive", "mobieye-local", "local-only",
+    "edge-first",
+)  # fmt: skip
+# Modes whose edges always have an on-device model.
+LOCAL = ("mobieye-local", "local-only", "edge-first")
+EDGE_FIRST_KBPS = 100.0  # edge-first's uplink budget: an eighth of conventional's video here
 NO_WORKER = ("local-only",)
 
 
@@ -59,6 +67,12 @@ def mode_settings(
         )  # fmt: skip
     elif mode == "local-only":
         data["controller"]["enabled"] = False  # nothing to adapt: no uplink, no worker
+    elif mode == "edge-first":
+        data["ladder"] = [m.model_dump(mode="json") for m in ladder]
+        data["edge"]["uplink"] = "keyframes"
+        data["controller"]["uplink_kbps"] = data["controller"]["uplink_kbps"] or EDGE_FIRST_KBPS
+        # Stills are dear: the policy may space them out to the budget's pace.
+        data["keyframe"].update(max_interval=100, max_age_cap_s=3.0)
     else:  # mobieye, stock-receive, mobieye-local
         data["ladder"] = [m.model_dump(mode="json") for m in ladder]
         data["controller"]["enabled"] = True

@@ -47,13 +47,16 @@ class PeerChannel:
     def open(self) -> bool:
         return self.fault is None and self.channel.readyState == "open"
 
-    def send(self, text: str) -> bool:
+    def send(self, text: str | bytes) -> bool:
         """Send if the channel is open and the peer is sound; False when nothing was sent."""
         if not self.open:
             return False
         limit = remote_max_message_size(self.channel)
         # Measured in UTF-8 bytes only when it could matter (at most 4 per character).
-        size = len(text.encode()) if limit is not None and 4 * len(text) > limit else 0
+        if isinstance(text, bytes):
+            size = len(text)
+        else:
+            size = len(text.encode()) if limit is not None and 4 * len(text) > limit else 0
         if limit is not None and size > limit:
             self._faulty("peer_small_messages", f"it accepts messages of {limit} bytes at "
                          f"most (a=max-message-size); this one is {size}")  # fmt: skip
