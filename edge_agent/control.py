@@ -34,6 +34,7 @@ from mobieye.webrtc import set_bitrate_limits
 log = logging.getLogger(__name__)
 
 KEEP_DECISIONS = 600
+RTT_WINDOW_S = 30.0  # the link's base round trip is the lowest seen this long
 
 
 class EdgeController:
@@ -61,6 +62,7 @@ class EdgeController:
         self._answered = 0
         self._bytes = 0
         self._last_tick_s: float | None = None
+        self._rtts: deque[tuple[float, float]] = deque()  # (when, RTT ms) over RTT_WINDOW_S
 
     # -- inputs --------------------------------------------------------------------------------
     def on_models(self, models: list[ModelInfo]) -> None:
@@ -97,11 +99,16 @@ class EdgeController:
             self._bytes = sent_bytes
         if self._sent == 0:
             return None  # nothing measured yet
+        if rtt_ms is not None:
+            self._rtts.append((now_s, rtt_ms))
+        while self._rtts and now_s - self._rtts[0][0] > RTT_WINDOW_S:
+            self._rtts.popleft()
         obs = Observation(
             now_s=now_s,
             latency_p95_ms=percentile(self._latencies, 95),
             result_ratio=min(1.0, self._answered / self._sent),
             rtt_ms=rtt_ms,
+            rtt_min_ms=min((r for _, r in self._rtts), default=None),
             queue_ms=self.queue_ms,
             worker_drop_ratio=self.worker_drop_ratio,
             uplink_kbps=uplink,
@@ -135,7 +142,7 @@ class EdgeController:
         control = Control(
             model=model,
             level=level_index,
-            fps=level.fps,
+            fps=min(level.fps, self.source.fps),  # never above the source's own rate
             max_width=level.max_width,
             bitrate_kbps=level.bitrate_kbps,
             max_keyframe_interval=level.max_keyframe_interval,
@@ -156,6 +163,8 @@ class EdgeController:
                 "p95_ms": obs.latency_p95_ms,
                 "result_ratio": round(obs.result_ratio, 3),
                 "rtt_ms": obs.rtt_ms,
+                "rtt_min_ms": obs.rtt_min_ms,
+                "cause": d.cause,
                 "queue_ms": obs.queue_ms,
                 "worker_drop_ratio": obs.worker_drop_ratio,
                 "uplink_kbps": round(obs.uplink_kbps, 1) if obs.uplink_kbps else None,

@@ -6,9 +6,11 @@ A pure function of measured inputs, called about once a second by the edge agent
   queueing; pick the most accurate model whose inference time (mean + one standard deviation)
   fits the budget, else the fastest. A switch needs ``confirm`` consecutive agreeing decisions.
 * **Stream level** (frame rate, resolution, bitrate cap, the keyframe policy's longest
-  interval): step to a cheaper level when the
-  measured p95 latency breaks the SLA or results go missing; step back up when there is ample
-  headroom. A level is held at least ``min_dwell_s`` (twice that before stepping up) so the
+  interval): step to a cheaper level when the measured p95 latency breaks the SLA because of
+  congestion (the round trip grows over its recent minimum) or the worker (its queue grows,
+  it skips frames), or results go missing at an overloaded worker; hold when the tail comes
+  from random loss (round trip flat); step back up when there is ample headroom. A level
+  is held at least ``min_dwell_s`` (twice that before stepping up) so the
   stream does not flap.
 """
 
@@ -21,6 +23,11 @@ from mobieye.config import ControllerConfig
 from mobieye.messages import ModelInfo
 
 HEADROOM = 0.5  # step up only when p95 is under half the SLA
+# Queueing delay (RTT over its recent minimum) that means the link is congested: this many ms
+# or this share of the SLA, whichever is more; the worker's own queue, this share of the SLA.
+CONGESTION_MS = 20.0
+CONGESTION_SHARE = 0.15
+WORKER_QUEUE_SHARE = 0.2
 MIN_RESULT_RATIO = 0.9  # fewer results than this in a period may mean overload...
 MAX_WORKER_DROP = 0.05  # ...when the worker skips at least this share of the frames it decodes
 START_SHARE = 0.7  # of the detector's time the streams' starting models may fill together
@@ -50,6 +57,7 @@ class Observation:
     latency_p95_ms: float | None  # capture to result, over the last period
     result_ratio: float  # frames with a result / frames sent, over the last period
     rtt_ms: float | None = None
+    rtt_min_ms: float | None = None  # the lowest round trip lately: the link without queues
     queue_ms: float = 0.0  # the worker's decoded-to-processed wait
     worker_drop_ratio: float | None = None  # frames the worker skipped; None: not reported
     uplink_kbps: float | None = None
@@ -75,6 +83,7 @@ class LevelDecision:
     reason: str
     changed: bool
     inputs: Observation = field(repr=False)
+    cause: str | None = None  # why p95 was over the SLA (latency_cause), when it was
 
 
 def choose_model(models: Sequence[ModelInfo], budget_ms: float) -> ModelInfo | None:
@@ -101,6 +110,22 @@ def starting_model(
     if fits:
         return max(fits, key=lambda m: (m.accuracy, -m.mean_ms))
     return min(models, key=lambda m: m.mean_ms)
+
+
+def latency_cause(cfg: ControllerConfig, obs: Observation) -> str:
+    """Why p95 is over the SLA: ``congestion`` (queues on the link grow: fewer bits help),
+    ``worker`` (its queue grows or it skips frames: fewer frames help), or ``loss`` (neither:
+    random loss, whose retransmissions and recovery keyframes make the tail; fewer bits don't
+    bring lost packets back, and a cheaper level only costs accuracy). Without an RTT
+    measurement it can't tell, and answers ``congestion``."""
+    if obs.queue_ms > WORKER_QUEUE_SHARE * cfg.sla_ms or (
+        obs.worker_drop_ratio is not None and obs.worker_drop_ratio >= MAX_WORKER_DROP
+    ):
+        return "worker"
+    if obs.rtt_ms is None or obs.rtt_min_ms is None:
+        return "congestion"
+    queueing = obs.rtt_ms - obs.rtt_min_ms
+    return "congestion" if queueing > max(CONGESTION_MS, CONGESTION_SHARE * cfg.sla_ms) else "loss"
 
 
 def decide_level(
@@ -134,16 +159,20 @@ def decide_level(
     # fewer frames would only cost accuracy.
     worker_skips = obs.worker_drop_ratio is None or obs.worker_drop_ratio >= MAX_WORKER_DROP
     starved = obs.result_ratio < MIN_RESULT_RATIO and worker_skips
-    overloaded = (p95 is not None and p95 > cfg.sla_ms) or starved
+    over = p95 is not None and p95 > cfg.sla_ms
+    cause = latency_cause(cfg, obs) if over else None
+    overloaded = (over and cause != "loss") or starved
     if overloaded and level < len(levels) - 1 and since >= cfg.min_dwell_s:
         level, last_change = level + 1, obs.now_s
         shown = "none" if p95 is None else f"{p95:.0f} ms"
         skipped = "" if obs.worker_drop_ratio is None else f", skipped {obs.worker_drop_ratio:.0%}"
+        why = f" ({cause})" if cause else ""
         reasons.append(
-            f"down to level {level}: p95 {shown}, results {obs.result_ratio:.0%}{skipped}"
+            f"down to level {level}: p95 {shown}{why}, results {obs.result_ratio:.0%}{skipped}"
         )
     elif (
         not overloaded
+        and not over
         and level > 0
         and p95 is not None
         and p95 < HEADROOM * cfg.sla_ms
@@ -161,5 +190,6 @@ def decide_level(
         reason="; ".join(reasons) or "hold",
         changed=bool(reasons),
         inputs=obs,
+        cause=cause,
     )
     return new_state, decision
