@@ -33,7 +33,29 @@ def markdown(result: dict[str, Any]) -> str:
             f"{m.get('frames_scored', m['frames'])} |"
         )
     lines += _edge_table(result)
+    lines += _stills_table(result)
     return "\n".join(lines) + "\n"
+
+
+def _stills_table(result: dict[str, Any]) -> list[str]:
+    """Edge-first modes: the stills they sent."""
+    rows = [(n, m["stills"]) for n, m in result["modes"].items() if m.get("stills")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| mode | stills/s | bytes per still | keyframe round trip p95 ms | quality at the end "
+        "| why stills went (or not) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, st in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(st["reasons"].items(),
+                                                          key=lambda kv: -kv[1]))  # fmt: skip
+        lines.append(
+            f"| {name} | {st['per_s']} | {st['bytes_mean']} | {st['keyframe_latency_p95_ms']} | "
+            f"{st['quality_last']} | {reasons} |"
+        )
+    return lines
 
 
 def _edge_table(result: dict[str, Any]) -> list[str]:

@@ -33,6 +33,19 @@ def _mean_mot(per_stream: list[dict[str, float | int]]) -> dict[str, float | Non
     return {k: round(float(np.mean([m[k] for m in per_stream])), 4) for k in keys}
 
 
+def _stills(per_stream: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    sizes = [s["bytes_mean"] for s in per_stream if s.get("bytes_mean")]
+    p95 = [s["keyframe_latency_ms"]["p95"] for s in per_stream
+           if (s.get("keyframe_latency_ms") or {}).get("p95") is not None]  # fmt: skip
+    return {
+        "per_s": round(float(np.mean([s["sent"] for s in per_stream])) / duration_s, 2),
+        "bytes_mean": round(float(np.mean(sizes))) if sizes else None,
+        "keyframe_latency_p95_ms": round(float(np.mean(p95)), 1) if p95 else None,
+        "quality_last": [s.get("quality") for s in per_stream],
+        "reasons": dict(sum((Counter(s.get("reasons") or {}) for s in per_stream), Counter())),
+    }
+
+
 def score_mode(
     run: ModeRun,
     oracle: list[Detections],
@@ -54,6 +67,7 @@ def score_mode(
     edge_cpu: list[float] = []
     mot: list[dict[str, float | int]] = []  # per stream
     came: Counter[str] = Counter()
+    stills: list[dict[str, Any]] = []  # edge-first: each stream's stills summary
     # Over the outage window alone (--outage), and frames left without boxes once any came.
     in_outage, outage_frames, outage_bare, bare = F1Score(), 0, 0, 0
     window = run.outage
@@ -111,6 +125,8 @@ def score_mode(
         if report.get("edge_cpu_ms_per_frame") is not None:
             edge_cpu.append(report["edge_cpu_ms_per_frame"])
         came.update(report.get("boxes_from") or {})
+        if report.get("stills"):
+            stills.append(report["stills"])
     lat = percentiles(latencies)
     streams = len(run.agents)
     return {
@@ -143,6 +159,8 @@ def score_mode(
         # of the one replay process).
         "edge_cpu_ms_per_frame": round(float(np.mean(edge_cpu)), 3) if edge_cpu else None,
         "detector_fraction": round(runs / sent, 4) if sent else None,
+        # Edge-first: the stills the edge sent (size, rate, round trip to the cloud's answer).
+        "stills": _stills(stills, run.duration_s) if stills else None,
         "uplink_kbps": round(float(np.mean(uplink)), 1) if uplink else None,
         "worker_cpu_s_per_stream_s": round(run.worker_cpu_s / (streams * run.duration_s), 4),
         "load": run.load,
