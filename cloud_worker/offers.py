@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cloud_worker.context import WorkerContext
 from cloud_worker.guard import BodyTooLarge, read_body
+from cloud_worker.stills import Uplink
 from mobieye.clock import RTP_CLOCK_HZ
 from mobieye.errors import validation_problems
 from mobieye.ids import Id
@@ -25,6 +26,8 @@ class OfferRequest(BaseModel):
     stream_id: Id | None = None
     # How the edge stamps its frames (mobieye.clock); a browser doesn't say (its RTP clock).
     frame_ticks: int | None = Field(default=None, ge=1, le=RTP_CLOCK_HZ)
+    # video: frames on a WebRTC video track; keyframes (edge-first): stills on the data channel.
+    uplink: Uplink = "video"
 
 
 def refuse(status: int, reason: str, state: WorkerContext, kind: str) -> JSONResponse:
@@ -33,15 +36,18 @@ def refuse(status: int, reason: str, state: WorkerContext, kind: str) -> JSONRes
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def check_sdp(sdp: str) -> str | None:
+def check_sdp(sdp: str, uplink: Uplink = "video") -> str | None:
     """Cheap structural checks before aiortc parses it; returns the problem or None.
 
-    A stream is exactly one video and, optionally, one data channel: anything more (audio, a
+    A video stream is exactly one video and, optionally, one data channel; a keyframes stream
+    is exactly one data channel (its stills come on it) and no media. Anything more (audio, a
     second video) would be decoded or queued for nobody."""
     if not sdp.startswith("v=0"):
         return "SDP must start with 'v=0'"
     # Lines as aiortc splits them (str.splitlines: a bare \r ends a line too).
     media = Counter(line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m="))
+    if uplink == "keyframes":
+        return _keyframes_problem(media)
     if not media["video"]:
         return "SDP offers no video (no 'm=video' line)"
     if media["video"] > 1:
@@ -51,6 +57,18 @@ def check_sdp(sdp: str) -> str | None:
     other = sorted(set(media) - {"video", "application"})
     if other:
         return f"SDP offers {', '.join(other)}: only one video and a data channel are taken"
+    return None
+
+
+def _keyframes_problem(media: Counter[str]) -> str | None:
+    other = sorted(set(media) - {"application"})
+    if other:
+        return (f"SDP offers {', '.join(other)} on a keyframes uplink: its frames come as stills "
+                "on the data channel, so only one 'm=application' is taken")  # fmt: skip
+    if not media["application"]:
+        return "SDP offers no data channel (no 'm=application' line): a keyframes uplink needs one"
+    if media["application"] > 1:
+        return f"SDP offers {media['application']} data channel sections; exactly one is taken"
     return None
 
 
@@ -90,7 +108,7 @@ def parse_offer(body: bytes, state: WorkerContext, kind: str = "") -> OfferReque
     if req.type != "offer":
         reason = f"bad offer: type must be 'offer', got {req.type!r}"
         return refuse(400, reason, state, kind + "malformed")
-    problem = check_sdp(req.sdp)
+    problem = check_sdp(req.sdp, req.uplink)
     if problem:
         return refuse(400, f"bad offer: {problem}", state, kind + "malformed")
     return req

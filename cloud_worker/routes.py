@@ -155,6 +155,7 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
         state.worker_id,
         on_closed=state.forget,
         clock=FrameClock(req.frame_ticks) if req.frame_ticks else None,
+        uplink=req.uplink,
     )
     state.sessions[stream_id] = session
     try:
@@ -164,7 +165,8 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
     except Exception as exc:  # aiortc raises assorted errors on bad SDP
         await session.close()
         return refuse(400, f"bad offer: SDP rejected: {sdp_rejection(exc)}", state, "sdp")
-    log.info("stream %s: offer accepted (%d active)", stream_id, len(state.sessions))
+    log.info("stream %s: %s offer accepted (%d active)", stream_id, req.uplink,
+             len(state.sessions))  # fmt: skip
     if state.fleet is not None:
         state.fleet.stream_started(session)
     local = pc.localDescription

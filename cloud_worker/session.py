@@ -1,8 +1,11 @@
 """One edge agent's stream on the worker: WebRTC peer, data channel and the frame pipeline.
 
-Flow: the decoded-frame receiver puts frames into a latest-frame slot (drop-oldest: the worker
-always works on the newest frame); the processing loop takes them, runs the stream's processor
-step in the stream's own thread and sends each result on the data channel.
+Flow (``uplink: video``): the decoded-frame receiver puts frames into a latest-frame slot
+(drop-oldest: the worker always works on the newest frame); the processing loop takes them, runs
+the stream's processor step in the stream's own thread and sends each result on the data
+channel. With ``uplink: keyframes`` (edge-first) there is no video: the edge sends the frames it
+needs detected as binary stills on the data channel, served by cloud_worker/stills.py; their
+results take the same way out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cloud_worker.detector_pool import DetectorPool
 from cloud_worker.frames import frame_array, luma
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.processor import DecodedFrame, StepOutcome, StreamProcessor
+from cloud_worker.stills import StillServer, Uplink
 from cloud_worker.stream_status import Processing, StreamStatus
 from mobieye.clock import FrameClock
 from mobieye.config import Settings
@@ -39,6 +43,8 @@ from mobieye.messages import (
     parse_message,
 )
 from mobieye.slot import LatestSlot, SlotClosed
+from mobieye.stills import is_still
+from mobieye.tracking import AssignmentEvents
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 from mobieye.webrtc.channel import InboundLimit, PeerChannel
 
@@ -65,8 +71,10 @@ class StreamSession:
         worker_id: str,
         on_closed: Callable[[StreamSession], None],
         clock: FrameClock | None = None,
+        uplink: Uplink = "video",
     ) -> None:
         self.stream_id = stream_id
+        self.uplink = uplink
         self.pc = pc
         self.settings = settings
         self.pool = pool
@@ -76,8 +84,11 @@ class StreamSession:
         self.channel: RTCDataChannel | None = None
         self._peer: PeerChannel | None = None
         w = settings.worker
-        self._inbound = InboundLimit(w.max_message_bytes, w.max_messages_per_s)
-        # When the session began, connected and last decoded a frame (its timeouts).
+        # One rate for every message the peer sends; sizes are checked per kind (_refusal).
+        self._inbound = InboundLimit(
+            max(w.max_message_bytes, w.max_still_bytes), w.max_messages_per_s
+        )
+        # When the session began, connected and last decoded a frame or still (its timeouts).
         self.created_s = time.monotonic()
         self.connected_s: float | None = None
         self.last_frame_s: float | None = None
@@ -97,6 +108,16 @@ class StreamSession:
         self._on_closed = on_closed
         self._closed = False
         self.taps: list[StreamTap] = []
+        self.stills_received = 0  # still messages, taken or refused
+        self.stills_refused = 0  # bad ones (and any on a video stream)
+        self.stills: StillServer | None = None
+        if uplink == "keyframes":
+            self.stills = StillServer(
+                stream_id, pool, self._executor, self.status, metrics,
+                max_bytes=w.max_still_bytes, max_pixels=w.max_pixels,
+                model=lambda: self.processor.model, deliver=self._deliver,
+                refuse=self._refuse_still, send=self._send,
+            )  # fmt: skip
 
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -108,7 +129,7 @@ class StreamSession:
 
     # -- WebRTC events -------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "video":
+        if track.kind != "video" or self.uplink != "video":  # offers.check_sdp refuses those
             log.info("%s: ignoring %s track", self.stream_id, track.kind)
             return
         self._spawn(self._receive(track))
@@ -144,12 +165,20 @@ class StreamSession:
 
     def send_stats(self, streams: int) -> None:
         """Called about once a second by the worker: inputs of the edge's controller."""
-        stats = self.status.worker_stats(self.pool.model_infos(), streams, self._slot.dropped)
+        stats = self.status.worker_stats(self.pool.model_infos(), streams, self._dropped())
         self._send(encode(stats))
+
+    def _dropped(self) -> int:
+        """Frames (or stills) a newer one replaced before the pipeline got to them."""
+        return self.stills.dropped if self.stills is not None else self._slot.dropped
+
+    def _detector_runs(self) -> int:
+        stills = self.stills.detector_runs if self.stills is not None else 0
+        return self.processor.detector_runs + stills
 
     def _processing(self) -> Processing:
         p = self.processor
-        return Processing(p.model, p.keyframe.interval, p.detector_runs)
+        return Processing(p.model, p.keyframe.interval, self._detector_runs())
 
     # -- fleet (MQTT) -------------------------------------------------------------------------
     def stream_stats(self, worker_id: str) -> StreamStats:
@@ -217,14 +246,15 @@ class StreamSession:
         now = time.monotonic() if now is None else now
         w = self.settings.worker
         self._count_oversized()
+        frame = "frame" if self.uplink == "video" else "still"
         if self.connected_s is None:
             if now - self.created_s > w.connect_timeout_s:
                 self.end("connect_timeout", f"ICE not connected within {w.connect_timeout_s} s")
         elif self.last_frame_s is None:
             if now - self.connected_s > w.first_frame_timeout_s:
-                self.end("first_frame_timeout", f"no frame within {w.first_frame_timeout_s} s")
+                self.end("first_frame_timeout", f"no {frame} within {w.first_frame_timeout_s} s")
         elif now - self.last_frame_s > w.idle_timeout_s:
-            self.end("idle_timeout", f"no frame for {w.idle_timeout_s} s")
+            self.end("idle_timeout", f"no {frame} for {w.idle_timeout_s} s")
 
     def end(self, reason: str, detail: str = "") -> None:
         """Close this session (from a callback: returns at once); the first reason counts."""
@@ -233,14 +263,29 @@ class StreamSession:
         log.warning("%s: closing: %s%s", self.stream_id, reason, f" ({detail})" if detail else "")
         self._closer = asyncio.ensure_future(self.close(reason))
 
+    def _refusal(self, size: int, still: bool) -> str | None:
+        """Why a message is refused before it is read: its size (a still's cap is its own),
+        then the rate, one token bucket for every message the peer sends."""
+        w = self.settings.worker
+        limit = w.max_still_bytes if still else w.max_message_bytes
+        if size > limit:
+            kind = "still" if still else "message"
+            return f"{kind} of {size} bytes exceeds the {limit}-byte limit"
+        return self._inbound.check(size)
+
     def _on_message(self, raw: str | bytes) -> None:
-        refused = self._inbound.check(len(raw))
+        still = raw if isinstance(raw, bytes) and is_still(raw) else None
+        refused = self._refusal(len(raw), still is not None)
+        if refused is not None and refused.startswith("more than"):
+            self.metrics.bad_messages.labels(self.stream_id).inc()
+            self.end("flood", f"the peer sent {refused}")
+            return
+        if still is not None:
+            self._on_still(still, refused)
+            return
         if refused is not None:
             self.metrics.bad_messages.labels(self.stream_id).inc()
-            if refused.startswith("more than"):
-                self.end("flood", f"the peer sent {refused}")
-            else:
-                self._send(encode(ErrorMessage(message=refused)))
+            self._send(encode(ErrorMessage(message=refused)))
             return
         try:
             msg = parse_message(raw)
@@ -249,6 +294,8 @@ class StreamSession:
             log.warning("%s: dropped data-channel message: %s", self.stream_id, exc)
             self._send(encode(ErrorMessage(message=str(exc))))
             return
+        if isinstance(msg, Hello | Control | LatencyReport):
+            self._alive()
         if isinstance(msg, Hello):
             if self.status.on_hello(msg):
                 log.info("%s: frames stamped every %d ticks", self.stream_id, msg.frame_ticks)
@@ -277,6 +324,47 @@ class StreamSession:
     def _send(self, text: str) -> None:
         if self._peer is not None:
             self._peer.send(text)  # a faulty peer ends its own session, nothing else
+
+    # -- keyframe stills (uplink: keyframes) ---------------------------------------------------
+    def _on_still(self, raw: bytes, refused: str | None) -> None:
+        self.stills_received += 1
+        if refused is not None:
+            self._refuse_still(refused)  # "still of N bytes exceeds ..."
+        elif self.stills is None:
+            self._refuse_still("still refused: this stream's uplink is video (offer with "
+                               "uplink 'keyframes' to send stills)")  # fmt: skip
+        elif self.stills.put(raw) is not None:
+            self.last_frame_s = time.monotonic()
+
+    def _alive(self) -> None:
+        """A keyframes edge with a static scene sends stills rarely but reports every second:
+        once its first still came, any valid message keeps the session from idling out."""
+        if self.uplink == "keyframes" and self.last_frame_s is not None:
+            self.last_frame_s = time.monotonic()
+
+    def _refuse_still(self, problem: str) -> None:
+        """A bad still: counted and answered; the session goes on serving."""
+        self.stills_refused += 1
+        self.metrics.bad_messages.labels(self.stream_id).inc()
+        log.warning("%s: %s", self.stream_id, problem)
+        self._send(encode(ErrorMessage(message=problem)))
+
+    def _deliver(self, result: Result, reason: str, events: AssignmentEvents | None = None) -> None:
+        """Send a result to the edge and account for it: every result, video's or a still's."""
+        text = encode(result)
+        self._send(text)
+        age = self.status.on_result(result, reason)
+        for tap in self.taps:
+            tap.on_result(result, text)
+        self.metrics.worker_frame.labels(self.stream_id).observe(result.timings.total_ms / 1000)
+        self.metrics.decisions.labels(self.stream_id, reason).inc()
+        if age is not None:
+            self.metrics.box_age.labels(self.stream_id).observe(age)
+        if self.on_event is not None:
+            for event in self.status.events(result, events):
+                self.on_event(event)
+        if result.source == "detect" and result.timings.detect_ms:
+            self.metrics.inference.labels(result.model).observe(result.timings.detect_ms / 1000)
 
     # -- frame pipeline ------------------------------------------------------------------------
     async def _receive(self, track: MediaStreamTrack) -> None:
@@ -355,23 +443,8 @@ class StreamSession:
                     )
                 }
             )
-            text = encode(result)
-            self._send(text)
-            age = self.status.on_result(result, outcome.decision.reason)
-            for tap in self.taps:
-                tap.on_result(result, text)
-            self.metrics.worker_frame.labels(self.stream_id).observe(total_ms / 1000)
             self.metrics.tracking.labels(self.stream_id).observe(outcome.track_ms / 1000)
-            self.metrics.decisions.labels(self.stream_id, outcome.decision.reason).inc()
-            if age is not None:
-                self.metrics.box_age.labels(self.stream_id).observe(age)
-            if self.on_event is not None:
-                for event in self.status.events(result, outcome.events):
-                    self.on_event(event)
-            if outcome.result.source == "detect" and outcome.result.timings.detect_ms:
-                self.metrics.inference.labels(outcome.result.model).observe(
-                    outcome.result.timings.detect_ms / 1000
-                )
+            self._deliver(result, outcome.decision.reason, outcome.events)
 
     def _step(self, frame: VideoFrame, received_s: float, damaged: bool) -> StepOutcome:
         pts = int(frame.pts or 0)
@@ -389,10 +462,15 @@ class StreamSession:
         state = "closed" if self._closed else self.pc.connectionState
         p = self.processor
         return {
-            **self.status.summary(state, self._slot.dropped, len(self.taps)),
+            **self.status.summary(state, self._dropped(), len(self.taps)),
             "close_reason": self.close_reason,
+            "uplink": self.uplink,
             "frames_oversized": self._oversized_counted,
-            "detector_runs": p.detector_runs,
+            "stills_received": self.stills_received,
+            "stills_dropped": self.stills.dropped if self.stills is not None else 0,
+            "stills_refused": self.stills_refused,
+            "stills_unanswered": self.stills.unanswered if self.stills is not None else 0,
+            "detector_runs": self._detector_runs(),
             "detections_submitted": p.detections_submitted,
             "detections_abandoned": p.detections_abandoned,
             "detections_failed": p.detections_failed,
@@ -409,6 +487,8 @@ class StreamSession:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.stills is not None:
+            await self.stills.close()
         self._slot.close()
         for tap in list(self.taps):
             tap.on_stream_end()

@@ -79,6 +79,7 @@ class StreamStatus:
         self._recent_ms: deque[float] = deque(maxlen=RECENT_RESULTS)  # received -> sent
         self._recent_e2e: deque[float] = deque(maxlen=RECENT_RESULTS)  # the edge's, reported
         self._last_boxes: dict[int, Box] = {}  # where each track was last seen, for its "end"
+        self._detect_seq: int | None = None  # the frame the newest result's boxes came from
 
     # -- facts in ------------------------------------------------------------------------------
     def on_frame(self, damaged: bool) -> None:
@@ -93,7 +94,18 @@ class StreamStatus:
         self.results_sent += 1
         self.decisions[reason] += 1
         self._recent_ms.append(result.timings.total_ms)
+        if result.detect_seq is not None:
+            self._detect_seq = result.detect_seq
         age = frames_between(result.detect_seq, result.seq)
+        if age is not None:
+            self._box_ages.append(age)
+        return age
+
+    def on_unanswered(self, seq: int) -> int | None:
+        """A keyframe still (edge-first uplink) that got no result: the edge goes on with the
+        boxes of the last one answered, so their age counts as this frame's box age (a stream
+        whose stills stop being answered has stale boxes). None: none answered yet."""
+        age = frames_between(self._detect_seq, seq)
         if age is not None:
             self._box_ages.append(age)
         return age
