@@ -13,9 +13,10 @@ Per frame, on one thread of its own (:meth:`EdgeFirst.step`, blocking):
    model disagreeing with the tracked boxes; the budget (edge_agent/still_budget.py) says
    whether a still may go, at what quality.
 
-The cloud's boxes are preferred: the on-device model's replace them only while the cloud has
-been silent for ``LOCAL_TAKEOVER_S`` (start-up, outage, failover); otherwise the device model
-runs every ``LOCAL_CHECK_S`` only to find hard frames.
+The cloud's boxes are preferred: the on-device model's replace them only while there is no
+cloud to rely on (start-up, outage, failover: offline, or a still unanswered for
+``LOCAL_TAKEOVER_S``); otherwise the device model runs every ``LOCAL_CHECK_S`` to refresh the
+tracked boxes' places and to find hard frames.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ Gray = npt.NDArray[np.uint8]
 Image = npt.NDArray[np.uint8]
 
 KEEP_FRAMES = 90  # frames kept to fast-forward a detection through (3 s at 30 fps)
-LOCAL_TAKEOVER_S = 1.0  # the cloud silent this long: the device model's boxes are shown
-LOCAL_CHECK_S = 0.3  # while the cloud answers, the device model looks for hard frames this often
+LOCAL_TAKEOVER_S = 1.0  # a still unanswered this long: the device model's boxes are shown
+LOCAL_CHECK_S = 0.1  # while the cloud answers, the device model refreshes the boxes this often
 STILL_TIMEOUT_SLAS = 3.0  # a still unanswered this many SLAs is given up ("retry")
 KEEP_LATENCIES = 50  # recent keyframe round trips (quality and model choice)
 MAX_LATENCIES = 100_000  # kept for the report
-REFRESH_IOU = 0.5  # a device box this close to a tracked one is the same object, placed afresh
+REFRESH_IOU = 0.3  # a device box this close to a tracked one is the same object, placed afresh
+ADD_SCORE = 0.5  # a device box the cloud didn't have is shown from this confidence
+# A cloud box the device missed this many checks in a row goes (it left, or the flow lost it).
+UNSEEN_CHECKS = 3
 FORGET_S = 10.0  # an answer later than this is not waited for at all
 
 
@@ -107,6 +111,8 @@ class EdgeFirst:
         self._flow = FlowTracker()
         self._assigner = TrackAssigner(max_misses=2)
         self.boxes = Detections.empty()
+        self._from_cloud = np.zeros(0, bool)  # per shown box: from a cloud still (or the device)
+        self._unseen = np.zeros(0, np.int64)  # per shown box: device checks in a row that missed it
         self.base = "none"
         self._base_seq = -1
         self._names: dict[int, str] = {}
@@ -117,6 +123,7 @@ class EdgeFirst:
         self._last_local_check_s = float("-inf")
         self._given_up = False
         self._still_reason = ""
+        self._online = False
         self.reasons: Counter[str] = Counter()
         self.latencies_ms: list[float] = []  # capture to cloud answer, per still
         self.transfer_ms: list[float] = []  # of which not the worker's detection
@@ -189,6 +196,7 @@ class EdgeFirst:
     # -- on the edge-first thread --------------------------------------------------------------
     def step(self, seq: int, gray: Gray, image: Image, now: float, online: bool) -> Shown:
         """Track to this frame, take in what arrived, decide on a still (blocking)."""
+        self._online = online
         self._grays[seq] = gray
         while len(self._grays) > KEEP_FRAMES:
             self._grays.popitem(last=False)
@@ -260,7 +268,15 @@ class EdgeFirst:
         return lost
 
     def _cloud_quiet(self, now: float) -> bool:
-        return self._last_cloud_s is None or now - self._last_cloud_s > LOCAL_TAKEOVER_S
+        """No cloud to rely on: offline, never answered yet, or a still has waited for its
+        answer longer than ``LOCAL_TAKEOVER_S`` (stills are rare by design: the time since the
+        last answer says nothing)."""
+        waiting = self.first_unanswered_s
+        return (
+            not self._online
+            or self._last_cloud_s is None
+            or (waiting is not None and now - waiting > LOCAL_TAKEOVER_S)
+        )
 
     def _take_arrivals(self, seq: int, gray: Gray, now: float) -> None:
         with self._lock:
@@ -296,6 +312,9 @@ class EdgeFirst:
         if kind == "cloud" and self.base != "none":
             self._tune(self.boxes, fresh)
         self.boxes = self._assigner.update(fresh)
+        # A fresh detection is the whole truth at its frame: device-only extras go.
+        self._from_cloud = np.full(len(self.boxes), kind == "cloud")
+        self._unseen = np.zeros(len(self.boxes), np.int64)
         self.base, self._base_seq = kind, result.seq
 
     def _tune(self, tracked: Detections, fresh: Detections) -> None:
@@ -311,23 +330,37 @@ class EdgeFirst:
         self.age_s = tune_age(self.cfg, self.age_s, score.f1, self.accuracy_target, reason)
 
     def _judge_local(self, result: Result) -> None:
-        """The device model's boxes on a recent frame, moved to the newest, against the tracked
-        ones: their agreement marks hard frames, and where the two match, the device's box
-        replaces the tracked one (the flow's drift corrected; the cloud's class, score and id
-        kept). Objects only one side sees are left to the next still."""
+        """The device model's boxes on a recent frame, moved to the newest, fused with the
+        tracked ones (the cloud's from the last still, moved since). Where the two match, the
+        device's box replaces the tracked one: the flow's drift corrected, the cloud's class
+        and id kept. A cloud box the device doesn't see stays until the next still (the cloud
+        sees more); a confident device box the cloud didn't have is added (someone new) and
+        goes when the device stops seeing it. Their agreement marks hard frames."""
         if result.seq not in self._grays:
             return
         newest = next(reversed(self._grays))
         here = self._fast_forward(result, newest, self._grays[newest])
         if here is None:
             return
+        boxes = self.boxes
         score = F1Score()
-        score.add(match_counts(here.xyxy, here.class_id, self.boxes.xyxy, self.boxes.class_id))
+        score.add(match_counts(here.xyxy, here.class_id, boxes.xyxy, boxes.class_id))
         self._local_agreement = score.f1
-        if len(here) and len(self.boxes):
-            iou = box_iou(self.boxes.xyxy, here.xyxy)
-            iou[self.boxes.class_id[:, None] != here.class_id[None, :]] = 0.0
+        matched_box = np.zeros(len(boxes), bool)
+        matched_here = np.zeros(len(here), bool)
+        if len(here) and len(boxes):
+            iou = box_iou(boxes.xyxy, here.xyxy)
+            iou[boxes.class_id[:, None] != here.class_id[None, :]] = 0.0
             rows, cols = linear_sum_assignment(iou, maximize=True)
             keep = iou[rows, cols] >= REFRESH_IOU
-            self.boxes.xyxy[rows[keep]] = here.xyxy[cols[keep]]
-            self._assigner.set_tracked(self.boxes)
+            boxes.xyxy[rows[keep]] = here.xyxy[cols[keep]]
+            matched_box[rows[keep]] = True
+            matched_here[cols[keep]] = True
+        unseen = np.where(matched_box, 0, self._unseen + 1)
+        stays = matched_box | (self._from_cloud & (unseen < UNSEEN_CHECKS))
+        new = ~matched_here & (here.confidence >= ADD_SCORE)
+        union = Detections.concat([boxes[stays], here[new]])
+        added = int(new.sum())
+        self._from_cloud = np.concatenate([self._from_cloud[stays], np.zeros(added, bool)])
+        self._unseen = np.concatenate([unseen[stays], np.zeros(added, np.int64)])
+        self.boxes = self._assigner.update(union)

@@ -38,7 +38,27 @@ def outputs_from(args: argparse.Namespace, status: bool) -> EdgeOutputs:
     return EdgeOutputs(trace=args.trace, report=args.report, record=args.record, status=status)
 
 
+def print_edge_first_summary(report: dict[str, Any]) -> None:
+    st, came = report["stills"], report["boxes_from"]
+    shown = sum(came.values())
+    with_boxes = st["frames_shown_with_boxes"]
+    kf = st["keyframe_latency_ms"]
+    size = f"{st['bytes_mean'] / 1000:.1f} KB" if st["bytes_mean"] else "-"
+    print(
+        f"\n{shown} frames shown, {with_boxes} with boxes ({with_boxes / max(1, shown):.1%}): "
+        f"from the cloud's stills {came['tracker']}, the on-device model {came['local']}, none "
+        f"yet {came['none']}; {st['sent']} stills ({size} each, quality {st['quality']} at the "
+        f"end), keyframe round trip p50 {kf['p50']} ms, p95 {kf['p95']} ms; uplink "
+        f"{report['uplink_kbps']} kbps; edge CPU {report['edge_cpu_ms_per_frame']} ms/frame; "
+        f"model {report['model']}",
+        file=sys.stderr,
+    )
+
+
 def print_summary(report: dict[str, Any]) -> None:
+    if report.get("stills"):
+        print_edge_first_summary(report)
+        return
     lat, age = report["latency_ms"], report["box_age_frames"]
     print(
         f"\n{report['frames_with_result']}/{report['frames_captured']} frames got results "

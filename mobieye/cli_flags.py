@@ -62,7 +62,7 @@ def edge_flags(p: argparse.ArgumentParser, source_required: bool) -> None:
         type=float,
         help="with --uplink keyframes: the stills' budget (quality and rate follow it)",
     )
-    g.add_argument("--still-format", choices=["jpeg", "webp"], help="stills' format (jpeg)")
+    g.add_argument("--still-format", choices=["jpeg", "webp"], help="stills' format (default webp)")
     g.add_argument("--report", type=Path, help="write the summary report (JSON) here")
     g.add_argument("--trace", type=Path, help="write one JSON line per frame here")
     g.add_argument("--record", type=Path, help="write the annotated video (.mp4) here")

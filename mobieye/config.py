@@ -368,10 +368,16 @@ class EdgeConfig(_Section):
         "it needs detected, as stills over the data channel.",
     )
     still_format: Literal["jpeg", "webp"] = Field(
-        default="jpeg", description="Image format of keyframe stills (edge.uplink: keyframes)."
+        default="webp",
+        description="Image format of keyframe stills (edge.uplink: keyframes): webp is about "
+        "40% smaller than jpeg at the same quality, for ~15 ms more per still.",
     )
     still_max_width: int = Field(
-        default=640, ge=64, le=4096, description="Stills wider than this are downscaled."
+        default=480,
+        ge=64,
+        le=4096,
+        description="Stills wider than this are downscaled (480: at a 100 kbps budget, twice "
+        "the stills of 640, which F1 gained more from than from the detail).",
     )
     reconnect_s: float = Field(
         default=1.0, gt=0, description="Wait before reopening a live source (doubles to 10 s)."
