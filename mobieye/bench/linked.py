@@ -17,6 +17,11 @@ class LinkedHosts:
     def __init__(self, link: EmulatedLink) -> None:
         self.link = link
 
+    def cut_wire(self, down: bool) -> bool:
+        """--outage cuts the wire itself."""
+        self.link.cut(down)
+        return True
+
     def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         return self.link.popen(self.link.worker_ns, argv, env=env)
 

@@ -1,9 +1,12 @@
 """`mobieye bench --outage START:SECONDS`: the cloud goes silent for a while, then comes back.
 
-On loopback the bench freezes the worker processes (SIGSTOP, then SIGCONT): every packet an
-edge sends reaches a socket nobody reads and nothing comes back, as when the link drops, and
-the worker picks up where it was afterwards. (It differs from a cut wire in one way: the
-worker's kernel buffers what arrives meanwhile, so the first frames after the outage may be
+Over an emulated link (``--link``) the bench cuts the wire between edge and worker hosts: every
+packet either way is lost, as on a dead link, and the link comes back as it was.
+
+On loopback (no wire to cut) it freezes the worker processes (SIGSTOP, then SIGCONT): every
+packet an edge sends reaches a socket nobody reads and nothing comes back, as when the link
+drops, and the worker picks up where it was afterwards. (It differs from a cut wire in one way:
+the worker's kernel buffers what arrives meanwhile, so the first frames after the outage may be
 old ones; edges that failed over by then have moved to a new connection anyway.)
 """
 

@@ -45,6 +45,10 @@ class Topology(Protocol):
     worker_host: str
     loopback: bool
 
+    def cut_wire(self, down: bool) -> bool:
+        """Take the link between them down (or back up); False where there is none."""
+        ...
+
     def popen_worker(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]: ...
 
     def popen_edge(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]: ...
@@ -56,6 +60,9 @@ class Loopback:
 
     worker_host = "127.0.0.1"
     loopback = True
+
+    def cut_wire(self, down: bool) -> bool:
+        return False  # one host: no wire
 
     def __init__(self, pin: tuple[set[int], set[int]] | None = None) -> None:
         self.pin = pin
@@ -194,7 +201,7 @@ async def run_mode(
                 agents += [topology.popen_edge([*argv, *pair], bench_env()) for pair in files]
             # The load's own CPU: what the children reaped while waiting for it used.
             before = _children_cpu_s()
-            silence = asyncio.create_task(_silence(procs, outage)) if outage else None
+            silence = asyncio.create_task(_silence(topology, procs, outage)) if outage else None
             codes = [await asyncio.to_thread(a.wait) for a in agents]
             load_cpu_s = _children_cpu_s() - before
             window = await silence if silence is not None else None
@@ -215,15 +222,22 @@ async def run_mode(
     return ModeRun(mode, duration_s, cpu_s, outs, load, round(load_cpu_s, 2), window)
 
 
-async def _silence(procs: list[subprocess.Popen[bytes]], outage: Outage) -> tuple[float, float]:
-    """Freeze the workers for the outage (mobieye/bench/outage.py); returns its window."""
+async def _silence(
+    topology: Topology, procs: list[subprocess.Popen[bytes]], outage: Outage
+) -> tuple[float, float]:
+    """The outage (mobieye/bench/outage.py): over an emulated link the wire is cut; on
+    loopback the workers are frozen. Returns its window."""
     await asyncio.sleep(outage.start_s)
     began = time.monotonic()
-    for proc in procs:
-        os.kill(proc.pid, signal.SIGSTOP)
+    cut = await asyncio.to_thread(topology.cut_wire, True)
+    if not cut:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGSTOP)
     try:
         await asyncio.sleep(outage.seconds)
     finally:
+        if cut:
+            await asyncio.to_thread(topology.cut_wire, False)
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)

@@ -258,6 +258,12 @@ class EmulatedLink:
         self._procs.append(proc)
         return proc
 
+    def cut(self, cut: bool) -> None:
+        """Cut the wire between the hosts (nothing gets through either way) or restore it."""
+        if self._wire is None:
+            raise RuntimeError("EmulatedLink is not open")
+        self._wire.cut(cut)
+
     def stats(self) -> LinkStats:
         """Frames forwarded and dropped per direction (final counters once closed)."""
         if self._final_stats is not None:

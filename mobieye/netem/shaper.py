@@ -29,6 +29,7 @@ class DirectionStats:
     dropped_loss: int = 0
     dropped_queue: int = 0
     dropped_error: int = 0
+    dropped_cut: int = 0  # while the wire was cut (an outage)
     bytes_forwarded: int = 0
     delay_sum_s: float = 0.0
     late_sum_s: float = 0.0
@@ -36,7 +37,7 @@ class DirectionStats:
 
     @property
     def dropped(self) -> int:
-        return self.dropped_loss + self.dropped_queue + self.dropped_error
+        return self.dropped_loss + self.dropped_queue + self.dropped_error + self.dropped_cut
 
     @property
     def mean_delay_ms(self) -> float:
@@ -56,6 +57,7 @@ class DirectionStats:
             "dropped_loss": self.dropped_loss,
             "dropped_queue": self.dropped_queue,
             "dropped_error": self.dropped_error,
+            "dropped_cut": self.dropped_cut,
             "bytes_forwarded": self.bytes_forwarded,
             "mean_delay_ms": round(self.mean_delay_ms, 4),
             "mean_late_us": round(self.mean_late_us, 2),

@@ -62,6 +62,7 @@ class _Direction:
         self.shaper = shaper
         # (release time, arrival time, frame)
         self.held: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        self.cut = False  # the wire is cut: everything that arrives is lost (an outage)
 
     def ingest(self, now: float) -> None:
         for _ in range(_READ_BATCH):
@@ -69,6 +70,9 @@ class _Direction:
                 frame = os.read(self.src, 65536)
             except BlockingIOError:
                 return
+            if self.cut:
+                self.shaper.stats.dropped_cut += 1
+                continue
             release = self.shaper.admit(now, len(frame))
             if release is None:
                 continue
@@ -143,8 +147,12 @@ class Relay:
         if not request:
             emit({"final": True, **self.stats_payload()})
             return False
-        for _ in range(request.count(b"s")):
-            emit(self.stats_payload())
+        for byte in request:
+            if byte == ord("s"):
+                emit(self.stats_payload())
+            elif byte in b"cr":  # cut the wire, restore it (the bench's --outage over a link)
+                self._ab.cut = self._ba.cut = byte == ord("c")
+                emit({"cut": self._ab.cut})
         return True
 
 

@@ -119,6 +119,17 @@ class WireProcess:
             self._stdin.flush()
             return _parse_stats(self._read_reply(_REPLY_TIMEOUT_S))
 
+    def cut(self, cut: bool) -> None:
+        """Cut the wire (every frame either way is lost) or restore it."""
+        with self._lock:
+            if not self.alive():
+                raise RuntimeError(f"netem relay exited with status {self._proc.returncode}")
+            self._stdin.write(b"c" if cut else b"r")
+            self._stdin.flush()
+            reply = self._read_reply(_REPLY_TIMEOUT_S)
+            if reply.get("cut") is not cut:
+                raise RuntimeError(f"netem relay answered {reply!r} to a cut")
+
     def close(self) -> WireStats | None:
         """Stop the relay (which removes both TAPs); its final counters if it gave them."""
         with self._lock:

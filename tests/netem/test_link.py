@@ -345,3 +345,22 @@ def _pid_alive(pid: int) -> bool:
     # A zombie still answers kill(0) until reaped by init; count it as gone.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_cut_wire_loses_everything_until_it_is_restored() -> None:
+    """The bench's --outage over a link: nothing crosses while cut, all again after."""
+
+    def probe(link: EmulatedLink) -> int:
+        client = _python(link, link.edge_ns, ECHO_CLIENT, WORKER_IP, PORT, 20, 0.01, 0.2)
+        out, _ = client.communicate(timeout=30)
+        assert client.returncode == 0
+        return len(json.loads(out)["rtts_ms"])
+
+    with EmulatedLink(LinkProfile(name="plain", delay_ms=1.0)) as link:
+        _start_server(link, ECHO_SERVER)
+        assert probe(link) == 20
+        link.cut(True)
+        assert probe(link) == 0
+        assert link.stats().edge_to_worker.dropped_cut >= 20
+        link.cut(False)
+        assert probe(link) == 20
