@@ -54,7 +54,7 @@ Image = npt.NDArray[np.uint8]
 
 KEEP_FRAMES = 90  # frames kept to fast-forward a detection through (3 s at 30 fps)
 LOCAL_TAKEOVER_S = 1.0  # a still unanswered this long: the device model's boxes are shown
-LOCAL_CHECK_S = 0.1  # while the cloud answers, the device model refreshes the boxes this often
+LOCAL_CHECK_S = 0.05  # while the cloud answers, the device model refreshes the boxes this often
 STILL_TIMEOUT_SLAS = 3.0  # a still unanswered this many SLAs is given up ("retry")
 KEEP_LATENCIES = 50  # recent keyframe round trips (quality and model choice)
 MAX_LATENCIES = 100_000  # kept for the report
