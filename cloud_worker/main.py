@@ -25,6 +25,7 @@ from mobieye.webrtc import (
     install_sender_zero_timestamp_origin,
 )
 from mobieye.webrtc.bounded import install_bounded_receive_queues
+from mobieye.webrtc.sctp import set_sctp_rto_min
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def prepare_receiver_webrtc(settings: Settings) -> None:
         confine_to_loopback()
     install_bounded_receive_queues()
     install_receiver_absolute_timestamps()
+    set_sctp_rto_min(settings.webrtc.sctp_rto_min_ms / 1000)
     if settings.webrtc.low_latency_receive:
         install_low_latency_jitter_buffer(capacity=settings.webrtc.jitter_capacity)
 

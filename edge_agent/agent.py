@@ -35,7 +35,7 @@ from mobieye.clock import FrameClock
 from mobieye.config import Settings
 from mobieye.detections import Detections
 from mobieye.display import ArrivedResult, display_timeline
-from mobieye.errors import MessageError, MobiEyeError, SignallingError
+from mobieye.errors import ConfigError, MessageError, MobiEyeError, SignallingError
 from mobieye.fleet.directory import WorkerDirectory
 from mobieye.ids import is_valid_id
 from mobieye.messages import (
@@ -107,6 +107,9 @@ class EdgeAgent:
         )
         self.on_result: Callable[[Result], None] | None = None
         # Edge-first (edge.uplink: keyframes): the edge tracks every frame and sends stills.
+        if settings.edge.uplink == "keyframes" and isinstance(source, ReplaySource):
+            raise ConfigError("edge.uplink keyframes needs the frames' pixels: a replayed "
+                              "(already encoded) clip has none; use a video source")  # fmt: skip
         self.edge_first = (
             EdgeFirst(settings.keyframe, settings.controller.accuracy_target,
                       settings.controller.sla_ms, settings.controller.uplink_kbps,

@@ -215,6 +215,13 @@ class WebRTCConfig(_Section):
         default=True, description="Release frames on their marker packet; bound loss stalls."
     )
     jitter_capacity: int = Field(default=64, ge=16, le=1024)
+    sctp_rto_min_ms: float = Field(
+        default=200.0,
+        ge=10,
+        le=1000,
+        description="Floor of the data channel's retransmission timer (RFC 4960's 1000 ms "
+        "left a still lost at its tail a second late on lossy links).",
+    )
     min_bitrate_kbps: int = Field(default=250, ge=30)
     max_bitrate_kbps: int = Field(default=1500, ge=30)
     bitrate_hysteresis: float = Field(
