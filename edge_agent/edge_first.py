@@ -60,8 +60,9 @@ KEEP_LATENCIES = 50  # recent keyframe round trips (quality and model choice)
 MAX_LATENCIES = 100_000  # kept for the report
 REFRESH_IOU = 0.3  # a device box this close to a tracked one is the same object, placed afresh
 ADD_SCORE = 0.5  # a device box the cloud didn't have is shown from this confidence
-# A cloud box the device missed this many checks in a row goes (it left, or the flow lost it).
-UNSEEN_CHECKS = 3
+# A cloud box the device missed this many checks in a row goes: kept longer, flow-tracked boxes
+# drifted off crowded people (0.5 s: precision 0.73 on TUD-Campus against 0.87 at one check).
+UNSEEN_CHECKS = 1
 FORGET_S = 10.0  # an answer later than this is not waited for at all
 
 
@@ -82,6 +83,13 @@ class _Sent:
     sent_s: float
     nbytes: int
     given_up: bool = False  # its answer is still taken, but another still may go
+
+
+def _overlaps(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Per box of ``a``: whether it overlaps any box of ``b`` by IoU >= REFRESH_IOU."""
+    if not len(a) or not len(b):
+        return np.zeros(len(a), bool)
+    return np.asarray(box_iou(a, b).max(axis=1) >= REFRESH_IOU)
 
 
 class EdgeFirst:
@@ -358,8 +366,13 @@ class EdgeFirst:
             matched_box[rows[keep]] = True
             matched_here[cols[keep]] = True
         unseen = np.where(matched_box, 0, self._unseen + 1)
-        stays = matched_box | (self._from_cloud & (unseen < UNSEEN_CHECKS))
-        new = ~matched_here & (here.confidence >= ADD_SCORE)
+        # A cloud box the device matched to none: someone the device misses, shown until the
+        # next check unless it overlaps a device box (the same person the pairing gave to a
+        # neighbour's track: kept, they would show twice).
+        overlaps = _overlaps(boxes.xyxy, here.xyxy)
+        stays = matched_box | (self._from_cloud & (unseen < UNSEEN_CHECKS) & ~overlaps)
+        # Likewise a device box is someone new only where no shown box overlaps it.
+        new = ~matched_here & (here.confidence >= ADD_SCORE) & ~_overlaps(here.xyxy, boxes.xyxy)
         union = Detections.concat([boxes[stays], here[new]])
         added = int(new.sum())
         self._from_cloud = np.concatenate([self._from_cloud[stays], np.zeros(added, bool)])

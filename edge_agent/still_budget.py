@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 DEPTH_S = 4.0  # the bucket holds this many seconds of budget: a burst of stills on a scene cut
 START_QUALITY = 75
-MIN_QUALITY = 30
+# Below this the cloud's model sees little more than the device's: on TUD-Campus stills (WebP,
+# 480 wide) its boxes scored F1 0.90 against its own on the full frames at quality 30, 0.96 at
+# 75 (the device model on the full frames: 0.88).
+MIN_QUALITY = 60
 MAX_QUALITY = 90
 STEP_DOWN = 10
 STEP_UP = 5

@@ -34,7 +34,7 @@ def test_refusals_and_a_slow_round_trip_lower_quality_and_room_raises_it() -> No
     b.spend(0.0, 60_000)  # overdraws the bucket
     assert not b.allows(0.1)
     assert b.adjust(None, 100) == START_QUALITY - 10
-    assert b.adjust(250.0, 100) == START_QUALITY - 20  # over the SLA
+    assert b.adjust(250.0, 100) == max(MIN_QUALITY, START_QUALITY - 20)  # over the SLA
     b2 = StillBudget(1000.0, quality=50)
     b2.allows(0.0)
     assert b2.adjust(20.0, 100) == 55  # room in the bucket, fast answers
