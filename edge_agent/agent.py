@@ -61,6 +61,7 @@ LATENCY_REPORT_S = 1.0
 RECORD_KEEP_FRAMES = 90
 DISCOVERY_S = 10.0  # at start, wait this long for the fleet's retained worker states
 CLOSE_S = 2.0  # longest wait for any one step of shutting down
+MAX_PEER_ERRORS = 100  # worker error messages kept for the report
 
 
 async def _bounded(step: Awaitable[T], default: T, timeout_s: float = CLOSE_S) -> T:
@@ -193,8 +194,9 @@ class EdgeAgent:
             if self.controller is not None:
                 self.controller.cfg = controller
         elif isinstance(msg, ErrorMessage):
-            log.warning("worker refused a message: %s", msg.message)
-            self.stats.errors.append(msg.message)
+            log.warning("worker refused a message: %s", msg.message[:300])
+            if len(self.stats.errors) < MAX_PEER_ERRORS:  # a peer can't grow the report
+                self.stats.errors.append(msg.message[:300])
 
     def _on_result(self, result: Result, now: float) -> None:
         match = self.ledger.match(result, now)

@@ -119,7 +119,8 @@ def score_mode(
         frames += len(sent_frames)
         report = agent["report"]
         runs += report["detector_runs"]
-        sent += report["frames_sent"]
+        # Edge-first sends stills, not frames: per frame means per frame it showed.
+        sent += len(sent_frames) if report.get("stills") else report["frames_sent"]
         if report["uplink_kbps"]:
             uplink.append(report["uplink_kbps"])
         if report.get("edge_cpu_ms_per_frame") is not None:
