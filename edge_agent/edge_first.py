@@ -117,8 +117,8 @@ class EdgeFirst:
         self._sent: OrderedDict[int, _Sent] = OrderedDict()  # stills awaiting an answer
         self._grays: OrderedDict[int, Gray] = OrderedDict()
         self._flow = FlowTracker()
-        # Updated by every device check (10 Hz) and still: ids outlive a second unseen.
-        self._assigner = TrackAssigner(max_misses=10)
+        # Updated by every device check (20 Hz) and still: ids outlive 1.5 s unseen.
+        self._assigner = TrackAssigner(max_misses=10, keep_lost=20)
         self.boxes = Detections.empty()
         self._from_cloud = np.zeros(0, bool)  # per shown box: from a cloud still (or the device)
         self._unseen = np.zeros(0, np.int64)  # per shown box: device checks in a row that missed it

@@ -1,8 +1,12 @@
 """Association of a keyframe's detections with the tracks carried over from earlier keyframes.
 
 IoU between the (flow-moved) track boxes and the new detections, class-aware, solved as an
-optimal assignment. Matched detections inherit the track id; the rest start new tracks; tracks
-left unmatched survive a few keyframes (a detector misses objects now and then) and then end.
+optimal assignment. Matched detections inherit the track id; tracks left unmatched survive a
+few keyframes (a detector misses objects now and then) and then leave the live set. With
+``keep_lost`` they are remembered, hidden, that many more keyframes: a detection no live track
+takes is matched against them first and gets its old id back (ByteTrack's lost-track buffer:
+an object the detector missed once, or that was occluded, keeps its identity); only then a
+new id. A remembered track that nothing revives ends.
 Pure computation: no I/O, no threads.
 """
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from mobieye.detections import NO_TRACK, Detections, box_iou
@@ -49,11 +54,17 @@ class TrackAssigner:
         *,
         class_aware: bool = True,
         first_id: int = 1,
+        keep_lost: int = 0,
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError("iou_threshold must be in (0, 1]")
         if max_misses < 0:
             raise ValueError("max_misses must be >= 0")
+        if keep_lost < 0:
+            raise ValueError("keep_lost must be >= 0")
+        self.keep_lost = keep_lost
+        self._lost = Detections.empty()  # hidden: revived by a detection no live track takes
+        self._lost_age = np.empty((0,), np.int64)  # keyframes since each one was lost
         self.iou_threshold = iou_threshold
         self.max_misses = max_misses
         self.class_aware = class_aware
@@ -110,7 +121,7 @@ class TrackAssigner:
         hit = trk_to_det >= 0
         misses = np.where(hit, 0, self._misses + 1)
         alive = hit | (misses <= self.max_misses)
-        ended = current.tracker_id[~alive].tolist()
+        ended = self._remember(current[~alive])
 
         # Matched tracks take their detection's box, score and class; missed ones keep theirs.
         kept = current.copy()
@@ -120,20 +131,53 @@ class TrackAssigner:
         kept.class_id[hit] = detections.class_id[src]
         out.tracker_id[src] = kept.tracker_id[hit]
 
-        fresh = np.flatnonzero(det_to_trk < 0)
+        unmatched = np.flatnonzero(det_to_trk < 0)
+        revived_ids = self._revive(detections[unmatched])
+        fresh = unmatched[revived_ids < 0]
         new_ids = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.int64)
         self._next_id += len(fresh)
-        out.tracker_id[fresh] = new_ids
-        born = Detections(detections.xyxy[fresh], detections.confidence[fresh],
-                          detections.class_id[fresh], new_ids)  # fmt: skip
+        revived_ids[revived_ids < 0] = new_ids
+        out.tracker_id[unmatched] = revived_ids
+        # Born tracks, revived or new: their counters start again.
+        born = Detections(detections.xyxy[unmatched], detections.confidence[unmatched],
+                          detections.class_id[unmatched], revived_ids)  # fmt: skip
 
-        ones = np.ones((len(fresh),), np.int64)
+        ones = np.ones((len(unmatched),), np.int64)
         self._tracks = Detections.concat([kept[alive], born]) if len(born) else kept[alive]
         self._age = np.concatenate([(self._age + 1)[alive], ones])
         self._hits = np.concatenate([(self._hits + hit)[alive], ones])
         self._misses = np.concatenate([misses[alive], ones * 0])
         self._events = AssignmentEvents(new=new_ids.tolist(), ended=ended)
         return out
+
+    def _remember(self, gone: Detections) -> list[int]:
+        """Tracks leaving the live set: into the lost buffer (ageing it); returns the ids that
+        end now (expired from the buffer, or all of them without one)."""
+        if not self.keep_lost:
+            return [int(t) for t in gone.tracker_id]
+        age = self._lost_age + 1
+        expired = age > self.keep_lost
+        ended = [int(t) for t in self._lost.tracker_id[expired]]
+        self._lost = Detections.concat([self._lost[~expired], gone])
+        self._lost_age = np.concatenate([age[~expired], np.zeros(len(gone), np.int64)])
+        return ended
+
+    def _revive(self, dets: Detections) -> npt.NDArray[np.int64]:
+        """Per detection, the id of the lost track it matches (leaving the buffer), or -1."""
+        ids = np.full(len(dets), -1, np.int64)
+        if not len(dets) or not len(self._lost):
+            return ids
+        iou = box_iou(self._lost.xyxy, dets.xyxy)
+        if self.class_aware:
+            iou[self._lost.class_id[:, None] != dets.class_id[None, :]] = 0.0
+        iou[iou < self.iou_threshold] = 0.0
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        keep = iou[rows, cols] > 0.0
+        ids[cols[keep]] = self._lost.tracker_id[rows[keep]]
+        left = np.ones(len(self._lost), bool)
+        left[rows[keep]] = False
+        self._lost, self._lost_age = self._lost[left], self._lost_age[left]
+        return ids
 
     def set_tracked(self, boxes: Detections) -> None:
         """Replace track boxes with flow-moved ones, matched by tracker id.
@@ -149,7 +193,9 @@ class TrackAssigner:
 
     def reset(self) -> AssignmentEvents:
         """End every track (ids keep counting up, so they are never reused); returns the events."""
-        self._events = AssignmentEvents(new=[], ended=self._tracks.tracker_id.tolist())
+        gone = [*self._tracks.tracker_id.tolist(), *self._lost.tracker_id.tolist()]
+        self._events = AssignmentEvents(new=[], ended=gone)
         self._tracks = Detections.empty()
+        self._lost, self._lost_age = Detections.empty(), np.empty((0,), np.int64)
         self._age = self._hits = self._misses = np.empty((0,), np.int64)
         return self._events

@@ -172,3 +172,29 @@ def test_validation() -> None:
         TrackAssigner(iou_threshold=0.0)
     with pytest.raises(ValueError):
         TrackAssigner(max_misses=-1)
+
+
+def test_a_lost_track_keeps_its_id_when_seen_again_within_keep_lost() -> None:
+    def person(x: float) -> Detections:
+        return Detections(np.array([[x, 10, x + 40, 110]], np.float32), np.array([0.9], np.float32),
+                          np.array([0]), np.array([-1]))  # fmt: skip
+
+    none = Detections.empty()
+    ta = TrackAssigner(max_misses=0, keep_lost=2)
+    first = int(ta.update(person(100)).tracker_id[0])
+    ta.update(none)  # missed once: hidden, not ended
+    assert len(ta) == 0 and ta.events.ended == []
+    again = ta.update(person(104))
+    assert int(again.tracker_id[0]) == first and ta.events.new == []
+    # Missed longer than keep_lost: it ends, and a later sighting is someone new.
+    for _ in range(3):
+        ta.update(none)
+    assert ta.events.ended == [first] or first not in [int(t) for t in ta.tracks.tracker_id]
+    later = ta.update(person(104))
+    assert int(later.tracker_id[0]) != first and ta.events.new == [int(later.tracker_id[0])]
+    # Without a buffer a miss ends the track at once (the worker's ghost-free display).
+    plain = TrackAssigner(max_misses=0)
+    tid = int(plain.update(person(100)).tracker_id[0])
+    plain.update(none)
+    assert plain.events.ended == [tid]
+    assert int(plain.update(person(104)).tracker_id[0]) != tid
