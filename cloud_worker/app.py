@@ -2,7 +2,8 @@
 
 The app loads the models (off the loop), runs the once-a-second stats and the fleet presence;
 its routes are in cloud_worker/routes.py: ``POST /offer`` (``{"sdp", "type": "offer",
-"stream_id"?, "frame_ticks"?}``, answered with the worker's SDP); ``/healthz``, 503 until the
+"stream_id"?, "frame_ticks"?, "uplink"?: "video" | "keyframes"}``, answered with the worker's
+SDP; ``keyframes``: a data channel alone, carrying edge-first stills); ``/healthz``, 503 until the
 detector is loaded and whenever it can't detect (its thread is gone, nothing completes while
 detections wait, or they all fail); ``/metrics`` (Prometheus text). Watching a stream
 (cloud_worker/viewers.py): ``POST /view`` (WebRTC, the same body with the stream's id),
