@@ -561,9 +561,6 @@ class EdgeAgent:
             if self.controller is not None and now - last_control >= self.controller.cfg.period_s:
                 last_control = now
                 await self.controller.tick(now, conn.pc)
-            elif self.edge_first is not None and now - last_control >= 1.0:
-                last_control = now
-                self.edge_first.adjust()
             self.stats.frames_captured = self.source.captured
             if now - last_status >= LATENCY_REPORT_S:
                 last_status = now
@@ -614,6 +611,7 @@ class EdgeAgent:
         ef = self.edge_first
         assert ef is not None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-first")
+        adjusted = time.monotonic()
         try:
             while True:
                 try:
@@ -636,6 +634,10 @@ class EdgeAgent:
                 if self.local is not None and ef.wants_local(time.monotonic()):
                     self.local.offer(frame.seq, frame.image)
                 self._warn_budget(ef)
+                if time.monotonic() - adjusted >= self.settings.controller.period_s:
+                    # Here, between two steps: the thread never sees quality or model change.
+                    adjusted = time.monotonic()
+                    ef.adjust()
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
 

@@ -31,7 +31,6 @@ MAGIC = b"MES1"
 # SCTP peers that advertise no a=max-message-size accept 64 KiB: a still fits one message.
 MAX_STILL_BYTES = 64 * 1024 - 1024
 MAX_HEADER_BYTES = 1024
-FORMATS = ("jpeg", "webp")
 StillFormat = Literal["jpeg", "webp"]
 _PIL_FORMATS = {"JPEG": "jpeg", "WEBP": "webp"}
 _EXT = {"jpeg": ".jpg", "webp": ".webp"}
