@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from cloud_worker.context import WorkerContext
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.drain import Drainer, DrainOutcome
 from cloud_worker.guard import WorkerGuard
 from cloud_worker.load import WorkerLoad
 from cloud_worker.routes import router
@@ -41,8 +42,22 @@ def create_app(
     detectors: dict[str, tuple[Detector, float]],
     worker_id: str,
     on_load_failure: Callable[[BaseException], None] | None = None,
+    on_drained: Callable[[DrainOutcome], None] | None = None,
 ) -> FastAPI:
+    """``on_drained``: called when a drain (SIGTERM, an MQTT drain command) has ended; the
+    process exits then (cloud_worker.main)."""
     state = WorkerContext(settings, detectors, worker_id)
+
+    def drain_started() -> None:
+        if state.fleet is not None:
+            state.fleet.publish_state()  # edges and the dashboard see "draining" at once
+
+    state.drainer = Drainer(
+        state.sessions,
+        settings.worker.drain_timeout_s,
+        on_start=drain_started,
+        on_done=on_drained or (lambda outcome: None),
+    )
 
     async def load() -> None:
         try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from cloud_worker.detector_health import detector_problem
 from cloud_worker.detector_pool import DetectorPool
+from cloud_worker.drain import Drainer
 from cloud_worker.load import WorkerLoad
 from cloud_worker.metrics import WorkerMetrics
 from cloud_worker.session import StreamSession
@@ -32,6 +33,7 @@ class WorkerContext:
     recent: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=32))
     fleet: FleetPresence | None = None
     viewers: ViewerHub = field(init=False)
+    drainer: Drainer | None = None  # made by the app
     _counter: int = 0
 
     def __post_init__(self) -> None:
@@ -45,8 +47,18 @@ class WorkerContext:
     def streams(self) -> dict[str, StreamSession]:
         return self.sessions
 
+    @property
+    def draining(self) -> bool:
+        return self.drainer is not None and self.drainer.draining
+
+    def drain(self, reason: str) -> bool:
+        """Stop admitting, move the streams away, then exit; False if already draining."""
+        return self.drainer.start(reason) if self.drainer is not None else False
+
     def admits(self) -> int:
-        """Streams this worker takes now (0 until its models are loaded)."""
+        """Streams this worker takes now (0 until its models are loaded, or once draining)."""
+        if self.draining:
+            return 0
         return self.load.admits() if self.load is not None else 0
 
     def admission(self) -> Admission:
@@ -79,6 +91,8 @@ class WorkerContext:
         self.recent.append(session.summary())
         if self.fleet is not None:
             self.fleet.stream_ended(session.stream_id)
+        if self.drainer is not None:
+            self.drainer.stream_left()
 
     def new_stream_id(self, wanted: str | None) -> str:
         self._counter += 1

@@ -1,7 +1,7 @@
 """The worker's front door, before any route runs: the bearer token on every route but
-``/healthz`` (``/metrics`` has its own, optional), JSON-only POSTs, and a body-size cap that is
-enforced on the ``Content-Length`` header and again on the bytes as they arrive (a multi-GB POST
-is refused, never buffered)."""
+``/healthz`` and ``/livez`` (``/metrics`` has its own, optional), JSON-only POSTs, and a
+body-size cap that is enforced on the ``Content-Length`` header and again on the bytes as they
+arrive (a multi-GB POST is refused, never buffered)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mobieye.credentials import bearer_matches
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/livez"})
 METRICS_PATH = "/metrics"
 UNAUTHORIZED = "missing or wrong credentials: send 'Authorization: Bearer <worker.token>'"
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from pathlib import Path
+from types import FrameType
 
 import cv2
 import uvicorn
 
 from cloud_worker.app import create_app
+from cloud_worker.context import WorkerContext
+from cloud_worker.drain import DrainOutcome
 from mobieye.config import LadderModel, Settings
 from mobieye.detector import Detector, UltralyticsDetector
 from mobieye.errors import ConfigError
@@ -129,7 +133,10 @@ async def serve_worker(settings: Settings) -> int:
         failed.append(exc)
         server.should_exit = True
 
-    app = create_app(settings, detectors, worker_id_for(settings), on_load_failure)
+    def on_drained(outcome: DrainOutcome) -> None:
+        server.should_exit = True
+
+    app = create_app(settings, detectors, worker_id_for(settings), on_load_failure, on_drained)
     config = uvicorn.Config(
         app,
         host=settings.worker.host,
@@ -140,7 +147,7 @@ async def serve_worker(settings: Settings) -> int:
         # Long-lived responses (MJPEG viewers) must not hold the exit past this.
         timeout_graceful_shutdown=int(max(1, settings.worker.shutdown_timeout_s)),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.worker, asyncio.get_running_loop())
     log.info(
         "worker %s listening on %s://%s:%d (loading %s)",
         worker_id_for(settings),
@@ -151,6 +158,33 @@ async def serve_worker(settings: Settings) -> int:
     )
     await server.serve()
     return 1 if failed else 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM drains (cloud_worker/drain.py) before the exit: the
+    streams move to other workers instead of failing over. A second SIGTERM, or SIGINT
+    (Ctrl-C), exits at once; so does SIGTERM with ``worker.drain_timeout_s`` 0."""
+
+    def __init__(
+        self, config: uvicorn.Config, state: WorkerContext, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(config)
+        self._state = state
+        self._loop = loop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drains = (
+            sig == signal.SIGTERM
+            and not self.should_exit
+            and not self._state.draining
+            and self._state.settings.worker.drain_timeout_s > 0
+        )
+        if not drains:
+            super().handle_exit(sig, frame)
+            return
+        # A signal handler runs between two bytecodes of the loop's thread: start the drain
+        # from the loop itself. The exit code stays 0 (a drained worker stopped as asked).
+        self._loop.call_soon_threadsafe(self._state.drain, "SIGTERM")
 
 
 def run_worker(settings: Settings) -> int:

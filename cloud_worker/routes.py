@@ -55,7 +55,19 @@ async def healthz(state: Worker) -> JSONResponse:
     problem = state.detector_problem()
     if problem:
         return JSONResponse({**body, "status": "failing", "error": problem}, 503)
+    if state.draining:  # serving its streams until they move, admitting none: not ready
+        return JSONResponse({**body, "status": "draining"}, 503)
     return JSONResponse({**body, "status": "ok"})
+
+
+@router.get("/livez")
+async def livez(state: Worker) -> JSONResponse:
+    """Liveness: 503 only when restarting the process could help (the model failed to load,
+    the detector can't detect). Loading and draining are alive (``/healthz`` says ready)."""
+    problem = state.load_error or state.detector_problem()
+    if problem:
+        return JSONResponse({"status": "failing", "error": problem}, 503)
+    return JSONResponse({"status": "draining" if state.draining else "alive"})
 
 
 @router.get("/streams")
@@ -133,6 +145,9 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
     problem = state.detector_problem()
     if problem:
         return refuse(503, f"worker cannot detect: {problem}", state, "failing")
+    if state.draining:
+        return refuse(503, "worker is draining (shutting down): try another worker", state,
+                      "draining")  # fmt: skip
     admits = state.admits()
     if len(state.sessions) >= admits:
         basis = state.load.basis if state.load is not None else "fixed"

@@ -37,6 +37,8 @@ from mobieye.messages import (
     ErrorMessage,
     Hello,
     LatencyReport,
+    Move,
+    Moving,
     Result,
     Welcome,
     encode,
@@ -111,6 +113,8 @@ class StreamSession:
         self.stills_received = 0  # still messages, taken or refused
         self.stills_refused = 0  # bad ones (and any on a video stream)
         self.stills: StillServer | None = None
+        self.move_asked_s: float | None = None  # when a drain told the edge to move
+        self.move_answer: Moving | None = None  # the edge's last word on it
         if uplink == "keyframes":
             self.stills = StillServer(
                 stream_id, pool, self._executor, self.status, metrics,
@@ -294,7 +298,7 @@ class StreamSession:
             log.warning("%s: dropped data-channel message: %s", self.stream_id, exc)
             self._send(encode(ErrorMessage(message=str(exc))))
             return
-        if isinstance(msg, Hello | Control | LatencyReport):
+        if isinstance(msg, Hello | Control | LatencyReport | Moving):
             self._alive()
         if isinstance(msg, Hello):
             if self.status.on_hello(msg):
@@ -312,6 +316,10 @@ class StreamSession:
                          msg.previous_worker or "?", msg.failovers)  # fmt: skip
         elif isinstance(msg, Control):
             self._spawn(self._control(msg))
+        elif isinstance(msg, Moving):
+            self.move_answer = msg
+            log.info("%s: the edge %s: %s", self.stream_id,
+                     "is moving" if msg.ok else "can't move", msg.detail[:300])  # fmt: skip
         elif isinstance(msg, LatencyReport):
             hist = self.metrics.frame_latency.labels(self.stream_id)
             for ms in msg.samples_ms:
@@ -324,6 +332,13 @@ class StreamSession:
     def _send(self, text: str) -> None:
         if self._peer is not None:
             self._peer.send(text)  # a faulty peer ends its own session, nothing else
+
+    def ask_to_move(self, reason: str, deadline_s: float) -> bool:
+        """The worker drains: tell the edge to connect elsewhere (it goes on being served
+        here until it leaves). False when the data channel can't carry it."""
+        self.move_asked_s = time.monotonic()
+        move = encode(Move(reason=f"draining ({reason})"[:200], deadline_s=deadline_s))
+        return self._peer is not None and self._peer.send(move)
 
     # -- keyframe stills (uplink: keyframes) ---------------------------------------------------
     def _on_still(self, raw: bytes, refused: str | None) -> None:

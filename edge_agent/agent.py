@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -43,6 +44,8 @@ from mobieye.messages import (
     ErrorMessage,
     Hello,
     LatencyReport,
+    Move,
+    Moving,
     Result,
     Timings,
     Welcome,
@@ -62,6 +65,8 @@ RECORD_KEEP_FRAMES = 90
 DISCOVERY_S = 10.0  # at start, wait this long for the fleet's retained worker states
 CLOSE_S = 2.0  # longest wait for any one step of shutting down
 MAX_PEER_ERRORS = 100  # worker error messages kept for the report
+MOVE_RETRY_S = 2.0  # a draining worker's stream that found nowhere to go tries again after this
+MOVE_OPEN_S = 5.0  # the next worker's data channel must open within this
 
 
 async def _bounded(step: Awaitable[T], default: T, timeout_s: float = CLOSE_S) -> T:
@@ -131,6 +136,11 @@ class EdgeAgent:
         self.keep_timeline = outputs.keep_timeline
         self._lost_worker: str | None = None  # the worker of the last failover, for the hello
         self.failover = Failover(settings.edge.result_timeout_s)
+        self._move: Move | None = None  # the current worker drains: move before it goes
+        self._move_task: asyncio.Task[Connection] | None = None
+        self._move_retry_s = 0.0
+        self._closing: set[asyncio.Task[None]] = set()  # connections left by a move
+        self._hello_owed: set[int] = set()
         self._source_down_s: float | None = None  # the last moment a live source was down
         self.sent_frames: list[SentFrame] = []
         self.results: list[ArrivedResult] = []
@@ -140,6 +150,7 @@ class EdgeAgent:
         # Where each frame's boxes came from: the cloud in time, the on-device model (moved by
         # the tracker to the frame), the tracker from a cloud result, or nothing yet.
         self.boxes_from: Counter[str] = Counter()
+        self._bare_after_first = 0  # frames shown without boxes once some had come
 
     @property
     def channel(self) -> RTCDataChannel | None:
@@ -150,7 +161,23 @@ class EdgeAgent:
             self.conn.send(text)
 
     # -- data channel --------------------------------------------------------------------------
-    def _on_open(self) -> None:
+    def _on_open_of(self, box: list[Connection]) -> None:
+        """A connection's data channel opened: say hello on it (it may not be the stream's
+        connection yet: one made ahead of a move)."""
+        if box:
+            box[0].send(self._hello())
+        else:  # opened before connect() returned: hello once it has (_connect_any)
+            self._hello_owed.add(id(box))
+
+    def _on_message_of(self, box: list[Connection], raw: str | bytes) -> None:
+        """Messages of the stream's connection are handled; a connection made ahead of a move
+        holds its own (a welcome, stats) until it becomes the stream's."""
+        if box and box[0] is self.conn:
+            self._on_message(raw)
+        elif box:
+            box[0].held.append(raw)
+
+    def _hello(self) -> str:
         hello = Hello(
             stream_id=self.stats.stream_id or "edge",
             frame_ticks=self.clock.ticks,
@@ -161,7 +188,7 @@ class EdgeAgent:
             failovers=self.stats.failovers,
             previous_worker=self._lost_worker,
         )
-        self._send(encode(hello))
+        return encode(hello)
 
     def _on_message(self, raw: str | bytes) -> None:
         now = time.monotonic()
@@ -193,6 +220,12 @@ class EdgeAgent:
             self.settings = self.settings.model_copy(update={"controller": controller})
             if self.controller is not None:
                 self.controller.cfg = controller
+        elif isinstance(msg, Move):
+            if self._move is None:
+                log.warning("worker %s is %s: moving the stream to another worker within "
+                            "%.0f s", self.stats.worker_id, msg.reason[:200],
+                            msg.deadline_s)  # fmt: skip
+                self._move = msg
         elif isinstance(msg, ErrorMessage):
             log.warning("worker refused a message: %s", msg.message[:300])
             if len(self.stats.errors) < MAX_PEER_ERRORS:  # a peer can't grow the report
@@ -403,46 +436,89 @@ class EdgeAgent:
         deadline: float | None,
         started: bool,
     ) -> None:
-        """Connect, stream, fail over, until the run ends."""
+        """Connect, stream, move or fail over, until the run ends."""
+        ready: Connection | None = None  # made ahead of a move
         while True:
-            stop = asyncio.Event()
-            offline = (
-                asyncio.create_task(self._serve_offline(slot, stop))
-                if started and self.edge_first is None
-                else None
-            )
-            try:
-                conn = await self._connect_until(slot, deadline, started)
-            finally:
-                if offline is not None:
-                    # The flag as well as the cancel: a cancel that lands as the slot hands
-                    # over a frame can be swallowed by wait_for (Python < 3.12), and this
-                    # await then never returned (found by the outage bench).
-                    stop.set()
-                    offline.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await offline
+            if ready is not None:
+                conn: Connection | None = ready
+                ready = None
+            else:
+                conn = await self._connect_offline(loop, slot, deadline, started)
             if conn is None:
                 return
-            self.conn = conn
-            self._last_heard_s = time.monotonic()
+            await self._switch_to(conn)
             if not started:
                 self.stats.started_s = time.monotonic()
                 self.source.start(loop, slot)
                 started = True
-            done = await self._stream(self.conn, slot, deadline)
-            self._uplink_bytes += await _bounded(self.conn.bytes_sent(), 0)
-            await _bounded(self.conn.close(), None)
-            if done:
+            outcome = await self._stream(conn, slot, deadline)
+            if isinstance(outcome, Connection):
+                ready = outcome  # the draining worker's successor: switch, no gap
+                continue
+            self._uplink_bytes += await _bounded(conn.bytes_sent(), 0)
+            await _bounded(conn.close(), None)
+            if outcome:
                 return
             self.stats.failovers += 1
-            lost = self.conn.worker_id
+            lost = conn.worker_id
             self._lost_worker = lost if lost and is_valid_id(lost) else None
-            log.warning("lost worker %s: %s; failing over", self.conn.url,
-                        self.conn.lost_reason)  # fmt: skip
-            self.stats.errors.append(f"lost {self.conn.worker_id or self.conn.url}: "
-                                     f"{self.conn.lost_reason}")  # fmt: skip
-            self.failover.lost(self.conn.worker_id or self.conn.url, time.monotonic())
+            log.warning("lost worker %s: %s; failing over", conn.url,
+                        conn.lost_reason)  # fmt: skip
+            self.stats.errors.append(f"lost {conn.worker_id or conn.url}: "
+                                     f"{conn.lost_reason}")  # fmt: skip
+            self.failover.lost(conn.worker_id or conn.url, time.monotonic())
+
+    async def _connect_offline(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        slot: LatestSlot[CapturedFrame],
+        deadline: float | None,
+        started: bool,
+    ) -> Connection | None:
+        """A connection to a worker (None: the run ended first); meanwhile the frames get the
+        on-device model's and the tracker's boxes."""
+        stop = asyncio.Event()
+        offline = (
+            asyncio.create_task(self._serve_offline(slot, stop))
+            if started and self.edge_first is None
+            else None
+        )
+        try:
+            return await self._connect_until(slot, deadline, started)
+        finally:
+            if offline is not None:
+                # The flag as well as the cancel: a cancel that lands as the slot hands
+                # over a frame can be swallowed by wait_for (Python < 3.12), and this
+                # await then never returned (found by the outage bench).
+                stop.set()
+                offline.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await offline
+
+    async def _switch_to(self, conn: Connection) -> None:
+        """Make ``conn`` the stream's connection. A move's: the old one's track stops taking
+        frames first, the new one's starts, and the old one closes in the background."""
+        old = self.conn
+        now = time.monotonic()
+        if old is not None and old is not conn:
+            if old.track is not None:
+                old.track.pause()
+            self.stats.moves += 1
+            log.warning("moved the stream from worker %s to %s", old.worker_id, conn.worker_id)
+            self.failover.lost(old.worker_id or old.url, now)
+            self._uplink_bytes += await _bounded(old.bytes_sent(), 0)
+            closing = asyncio.create_task(_bounded(old.close(), None))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._move = None
+        self.conn = conn
+        self.stats.stream_id = conn.stream_id
+        self.stats.worker_id = conn.worker_id
+        self._last_heard_s = now
+        if conn.track is not None:
+            conn.track.resume()
+        while conn.held:  # its welcome, its first stats
+            self._on_message(conn.held.popleft())
 
     async def _connect_until(
         self, slot: LatestSlot[CapturedFrame], deadline: float | None, started: bool
@@ -496,6 +572,10 @@ class EdgeAgent:
             self.stats.stopped_s = time.monotonic()
         if self.conn is not None:
             await _bounded(self.conn.close(), None)
+        if self._move_task is not None:
+            self._move_task.cancel()
+        if self._closing:
+            await _bounded(asyncio.gather(*self._closing, return_exceptions=True), [])
         if self.directory is not None:
             await _bounded(self.directory.stop(), None)
         for writer in (self._trace, self._recorder):
@@ -516,23 +596,44 @@ class EdgeAgent:
             return [(url, url)]
         return [(w.id, w.url) for w in self.directory.candidates(skip) if w.url]
 
-    def _track(self, slot: LatestSlot[CapturedFrame]) -> CaptureTrack | ReplayTrack:
+    def _track(
+        self, slot: LatestSlot[CapturedFrame], paused: bool = False
+    ) -> CaptureTrack | ReplayTrack:
         if isinstance(self.source, ReplaySource):
-            return ReplayTrack(self.source, self.clock, self._on_sent)
-        return CaptureTrack(slot, self.clock, self._on_sent)
+            return ReplayTrack(self.source, self.clock, self._on_sent, paused)
+        return CaptureTrack(slot, self.clock, self._on_sent, paused)
 
-    async def _connect_any(self, slot: LatestSlot[CapturedFrame], skip: set[str]) -> Connection:
+    async def _connect_any(
+        self,
+        slot: LatestSlot[CapturedFrame],
+        skip: set[str],
+        ahead: bool = False,
+    ) -> Connection:
         """Offer the stream to the best candidate; a refusal moves on to the next one, and a
-        worker that refused or can't be reached is tried again only after the others."""
+        worker that refused or can't be reached is tried again only after the others.
+
+        ``ahead``: a connection made ahead of a move: never to a worker in ``skip`` (the one
+        draining), its track paused until it becomes the stream's (_switch_to)."""
         candidates = self._candidates(skip)
+        if ahead:
+            candidates = [(w, u) for w, u in candidates if w not in skip]
         if not candidates:
             raise SignallingError("no live worker with free capacity is known (yet)")
         problems = []
         for worker, url in candidates:
-            track = self._track(slot) if self.edge_first is None else None
+            track = self._track(slot, paused=ahead) if self.edge_first is None else None
+            box: list[Connection] = []
             try:
-                conn = await connect(self.settings, url, track, self._on_open, self._on_message,
-                                     self.clock)  # fmt: skip
+                conn = await connect(
+                    self.settings, url, track,
+                    functools.partial(self._on_open_of, box),
+                    functools.partial(self._on_message_of, box),
+                    self.clock,
+                )  # fmt: skip
+                box.append(conn)
+                if id(box) in self._hello_owed:
+                    self._hello_owed.discard(id(box))
+                    conn.send(self._hello())
             except SignallingError as exc:
                 if track is not None:
                     track.stop()
@@ -541,16 +642,18 @@ class EdgeAgent:
                 if self.directory is not None:
                     self.failover.lost(worker, time.monotonic())
                 continue
-            self.stats.stream_id = conn.stream_id
-            self.stats.worker_id = conn.worker_id
-            log.info("streaming to worker %s at %s", conn.worker_id, url)
+            if not ahead:
+                self.stats.stream_id = conn.stream_id
+                self.stats.worker_id = conn.worker_id
+                log.info("streaming to worker %s at %s", conn.worker_id, url)
             return conn
         raise SignallingError("; ".join(problems))
 
     async def _stream(
         self, conn: Connection, slot: LatestSlot[CapturedFrame], deadline: float | None
-    ) -> bool:
-        """Stream on one connection; True when the run is over, False when the worker is lost."""
+    ) -> bool | Connection:
+        """Stream on one connection; True when the run is over, False when the worker is lost,
+        or the connection to switch to when the worker drains (made while this one serves)."""
         tty = self.outputs.status and sys.stderr.isatty()
         last_status = 0.0
         last_control = time.monotonic()
@@ -581,10 +684,15 @@ class EdgeAgent:
             if lost:
                 conn.mark_lost(lost)
             if conn.lost.is_set():
-                return False
+                # A move under way may still have somewhere to go: that is the failover.
+                return await self._finish_move(conn) or False
+            successor = self._step_move(conn, slot, now)
+            if successor is not None:
+                return successor
             # Last: however long the fallback takes, the loss check above has run.
             if self.edge_first is None:
                 await self._show_late_frames(now)
+        await self._finish_move(conn, keep=False)
         await asyncio.to_thread(self.source.stop)
         self.stats.stopped_s = time.monotonic()
         await asyncio.sleep(DRAIN_S)
@@ -592,6 +700,68 @@ class EdgeAgent:
         if tty:
             print(file=sys.stderr)
         return True
+
+    # -- moving (the worker drains) ------------------------------------------------------------
+    def _step_move(
+        self, conn: Connection, slot: LatestSlot[CapturedFrame], now: float
+    ) -> Connection | None:
+        """While the worker drains: make a connection to another one (in the background, the
+        stream staying here meanwhile); the connection once ready, else None."""
+        if self._move is None:
+            return None
+        task = self._move_task
+        if task is None:
+            if now >= self._move_retry_s:
+                self._move_task = asyncio.create_task(self._connect_ahead(conn, slot))
+            return None
+        if not task.done():
+            return None
+        self._move_task = None
+        try:
+            return task.result()
+        except (SignallingError, TimeoutError) as exc:
+            detail = f"no other worker took the stream: {exc}"[:500]
+            log.warning("cannot move yet: %s; staying on worker %s, trying again in %.0f s",
+                        detail, conn.worker_id, MOVE_RETRY_S)  # fmt: skip
+            conn.send(encode(Moving(ok=False, detail=detail)))
+            self._move_retry_s = now + MOVE_RETRY_S
+            return None
+
+    async def _connect_ahead(self, conn: Connection, slot: LatestSlot[CapturedFrame]) -> Connection:
+        """A connection to another worker than ``conn``'s, open and ready to take frames."""
+        if self.directory is None:
+            raise SignallingError(
+                "the edge was started with a fixed worker URL (--worker URL): there is no other "
+                "worker to move to (start it with --worker auto and a broker)"
+            )
+        old = conn.worker_id or conn.url
+        conn.send(encode(Moving(ok=True, detail="connecting to another worker")))
+        self._lost_worker = conn.worker_id
+        ahead = await self._connect_any(slot, {old}, ahead=True)
+        try:
+            await asyncio.wait_for(ahead.opened.wait(), MOVE_OPEN_S)
+        except BaseException:
+            await _bounded(ahead.close(), None)
+            raise
+        log.info("worker %s is ready to take the stream over from %s", ahead.worker_id, old)
+        return ahead
+
+    async def _finish_move(self, conn: Connection, keep: bool = True) -> Connection | None:
+        """The stream's connection ends during a move: the connection made ahead when it is
+        ready (``keep``), else nothing (and it is closed)."""
+        task, self._move_task = self._move_task, None
+        if task is None:
+            return None
+        if not keep or not task.done():
+            task.cancel()
+        try:
+            ahead = await task
+        except (asyncio.CancelledError, SignallingError, TimeoutError):
+            return None
+        if keep:
+            return ahead
+        await _bounded(ahead.close(), None)
+        return None
 
     def _last_answer_s(self) -> float | None:
         """When the worker last showed it serves us. Video: its newest result. Edge-first:
@@ -646,7 +816,7 @@ class EdgeAgent:
         now = time.monotonic()
         self.stats.frames_captured = self.source.captured
         if shown.base == "none":
-            self.boxes_from["none"] += 1
+            self._count_bare()
             return
         self.boxes_from["local" if shown.base == "local" else "tracker"] += 1
         self._shown_with_boxes += bool(len(shown.boxes))
@@ -702,7 +872,7 @@ class EdgeAgent:
             base = self.fallback.newest
             shown = await asyncio.to_thread(self.fallback.boxes_for, frame.seq)
             if shown is None or base is None:
-                self.boxes_from["none"] += 1
+                self._count_bare()
                 continue
             self.boxes_from["local" if base.source == "local" else "tracker"] += 1
             if self._trace is not None:
@@ -711,6 +881,13 @@ class EdgeAgent:
             image = self._images.pop(frame.seq, None)
             if self._recorder is not None and image is not None:
                 self._recorder.put((image, shown))
+
+    def _count_bare(self) -> None:
+        """A frame shown without boxes; the ones after the first answer are the failures
+        (before it nothing is known, unless there is an on-device model)."""
+        self.boxes_from["none"] += 1
+        if self.stats.frames_with_result or self.boxes_from["local"]:
+            self._bare_after_first += 1
 
     def _deadline_summary(self) -> dict[str, Any]:
         """Frames that missed the SLA, and those that showed fallback boxes instead."""
@@ -731,6 +908,7 @@ class EdgeAgent:
         # Edge-first: no frame shows the cloud's own answer in time (the edge shows each at
         # once); "tracker" counts frames whose boxes the cloud's stills gave.
         cloud = in_time if self.edge_first is None else 0
+        out["bare_frames_after_first_boxes"] = self._bare_after_first
         out["boxes_from"] = {"cloud": cloud, **{k: self.boxes_from[k] for k in
                                                 ("local", "tracker", "none")}}  # fmt: skip
         return out

@@ -1,7 +1,9 @@
 """One WebRTC session from the edge to one worker: offer, answer, data channel, health.
 
 The edge agent keeps its capture running across sessions; when a worker dies it opens a new
-session to another one (failover) with a fresh track that reads the same frame slot.
+session to another one (failover) with a fresh track that reads the same frame slot. When a
+worker drains, the edge opens the next session first, its track paused, and switches once its
+data channel is open (make before break).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +39,8 @@ from mobieye.webrtc.channel import PeerChannel
 from mobieye.webrtc.sctp import set_sctp_rto_min
 
 log = logging.getLogger(__name__)
+
+HELD_MESSAGES = 32
 
 
 class WorkerRefused(SignallingError):
@@ -96,6 +101,10 @@ class Connection:
     worker_id: str | None = None
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     lost_reason: str = ""
+    track: CaptureTrack | ReplayTrack | None = None
+    opened: asyncio.Event = field(default_factory=asyncio.Event)  # its data channel is open
+    # Messages that came before it became the stream's connection (made ahead of a move).
+    held: deque[str | bytes] = field(default_factory=lambda: deque(maxlen=HELD_MESSAGES))
     peer: PeerChannel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,8 +167,13 @@ async def connect(
     # result held back every result after it until the retransmission (a tail on lossy links);
     # the edge drops results older than one it has shown, and nothing else depends on order.
     channel = pc.createDataChannel("mobieye", ordered=False)
-    conn = Connection(url, pc, channel)
-    channel.on("open", on_open)
+    conn = Connection(url, pc, channel, track=track)
+
+    @channel.on("open")
+    def _opened() -> None:
+        conn.opened.set()
+        on_open()
+
     channel.on("message", on_message)
     if track is not None:
         transceiver = pc.addTransceiver(track, direction="sendonly")

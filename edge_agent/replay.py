@@ -103,15 +103,27 @@ class ReplayTrack(MediaStreamTrack):
         source: ReplaySource,
         clock: FrameClock,
         on_sent: Callable[[CapturedFrame], None],
+        paused: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
         self.clock = clock
         self._on_sent = on_sent
         self.encode_wait_ms = 0.0  # nothing is encoded
-        source.restart()
+        self._go = asyncio.Event()  # as CaptureTrack's: paused ahead of a move
+        if not paused:
+            self.resume()
+
+    def resume(self) -> None:
+        if not self._go.is_set():
+            self.source.restart()
+            self._go.set()
+
+    def pause(self) -> None:
+        self._go.clear()
 
     async def recv(self) -> Packet[Any]:
+        await self._go.wait()
         if self.source.stopped:
             self.stop()
             raise MediaStreamError

@@ -38,6 +38,7 @@ class RunStats:
         self.stream_id: str | None = None
         self.errors: list[str] = []
         self.failovers = 0
+        self.moves = 0  # switches to another worker because this one drained (no gap)
         self.last_result_s: float | None = None  # arrival of the newest cloud result
         self._last_answered_capture: float | None = None
         self.max_result_gap_ms = 0.0  # longest capture stretch with no cloud result
@@ -114,6 +115,7 @@ class RunStats:
             "fps": round(self.frames_captured / duration, 2) if duration else None,
             "errors": self.errors,
             "failovers": self.failovers,
+            "moves": self.moves,
             "max_result_gap_ms": round(self.max_result_gap_ms, 1),
         }
 

@@ -347,7 +347,15 @@ class WorkerConfig(_Section):
         description="A peer whose unread data-channel backlog exceeds this is closed.",
     )
     shutdown_timeout_s: float = Field(
-        default=5.0, gt=0, le=120, description="On SIGTERM, close everything within this."
+        default=5.0, gt=0, le=120, description="After the drain, close everything within this."
+    )
+    drain_timeout_s: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM or a drain command: stop admitting, tell every edge to move, and "
+        "wait this long for them to leave before exiting (0: exit at once). Keep it below the "
+        "orchestrator's grace period (Kubernetes terminationGracePeriodSeconds).",
     )
 
 

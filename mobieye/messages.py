@@ -127,6 +127,24 @@ class Control(_Msg):
     reason: str = Field(default="", max_length=500)
 
 
+class Move(_Msg):
+    """Worker -> edge: this worker is draining (SIGTERM, an operator's drain command): connect
+    to another worker and leave within ``deadline_s``; it serves the stream until then."""
+
+    type: Literal["move"] = "move"
+    reason: str = Field(default="draining", max_length=200)
+    deadline_s: float = Field(ge=0, le=3600)
+
+
+class Moving(_Msg):
+    """Edge -> worker, after a Move: how the move goes (``ok`` False: it can't leave, and
+    ``detail`` says why), so a drain that runs out of time can say why a stream stayed."""
+
+    type: Literal["moving"] = "moving"
+    ok: bool
+    detail: str = Field(default="", max_length=500)
+
+
 class ErrorMessage(_Msg):
     """Worker -> edge: a message of the edge's was refused (it goes on streaming)."""
 
@@ -135,7 +153,7 @@ class ErrorMessage(_Msg):
 
 
 Message = Annotated[
-    Hello | LatencyReport | Result | Welcome | WorkerStats | Control | ErrorMessage,
+    Hello | LatencyReport | Result | Welcome | WorkerStats | Control | Move | Moving | ErrorMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)

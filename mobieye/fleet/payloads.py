@@ -60,6 +60,9 @@ class WorkerState(Payload):
         default=None, max_length=500,
         description="Why this worker can't detect now (None: it can); edges don't choose it.",
     )  # fmt: skip
+    draining: bool = Field(
+        default=False, description="It stops admitting and moves its streams away; then exits."
+    )
     updated: NonNegative = Field(default_factory=_now, description="Unix time of this state.")
 
     @classmethod
@@ -68,7 +71,12 @@ class WorkerState(Payload):
 
     @property
     def has_room(self) -> bool:
-        return self.status == "online" and self.problem is None and self.streams < self.capacity
+        return (
+            self.status == "online"
+            and not self.draining
+            and self.problem is None
+            and self.streams < self.capacity
+        )
 
 
 class LatencyMs(Payload):
@@ -184,11 +192,16 @@ class Command(Payload):
     model: str | None = Field(default=None, min_length=1, max_length=256)  # as Control.model
     sla_ms: float | None = Field(default=None, ge=10, le=60_000, allow_inf_nan=False)
     keyframe_interval: int | None = Field(default=None, ge=1, le=1000)
+    # On a worker's topic only: drain it (stop admitting, move its streams away, exit).
+    drain: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _sets_something(self) -> Command:
-        if self.model is None and self.sla_ms is None and self.keyframe_interval is None:
-            raise ValueError("a command must set at least one of model, sla_ms, keyframe_interval")
+        if (self.model is None and self.sla_ms is None and self.keyframe_interval is None
+                and self.drain is None):  # fmt: skip
+            raise ValueError(
+                "a command must set at least one of model, sla_ms, keyframe_interval, drain"
+            )
         return self
 
 

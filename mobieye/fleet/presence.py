@@ -57,6 +57,9 @@ class PresentWorker(Protocol):
     def detector_busy_s(self) -> float: ...
     def detector_problem(self) -> str | None: ...
     def admission(self) -> Admission: ...
+    @property
+    def draining(self) -> bool: ...
+    def drain(self, reason: str) -> bool: ...
 
 
 log = logging.getLogger(__name__)
@@ -138,6 +141,7 @@ class FleetPresence:
             streams=len(self.state.streams),
             load=self._load(),
             problem=self.state.detector_problem(),
+            draining=self.state.draining,
             updated=time.time(),
         )
 
@@ -150,9 +154,12 @@ class FleetPresence:
                 log.exception("fleet: publishing this period's state and stats failed")
             await asyncio.sleep(period)
 
-    def _publish_period(self) -> None:
-        if self.state.ready:  # announce only once streams can be served
+    def publish_state(self) -> None:
+        if self.state.ready or self.state.draining:  # announce once streams can be served
             self.link.publish(self._state_topic, self.worker_state(), retain=True)
+
+    def _publish_period(self) -> None:
+        self.publish_state()
         for session in list(self.state.streams.values()):
             stats: StreamStats = session.stream_stats(self.worker_id)
             self.link.publish(topics.stream_stats(self.prefix, session.stream_id), stats)
@@ -167,6 +174,19 @@ class FleetPresence:
         if parsed is None:
             return
         kind, target = parsed.kind, parsed.id
+        if command.drain:
+            if kind == "worker_set":
+                self.state.drain("drain command over MQTT")
+            else:
+                log.warning("ignoring drain on %s: a drain applies to a worker (%s), not a "
+                            "stream", topic, topics.worker_set(self.prefix, "<id>"))  # fmt: skip
+            command = command.model_copy(update={"drain": None})
+            if (
+                command.model is None
+                and command.sla_ms is None
+                and command.keyframe_interval is None
+            ):
+                return
         sessions = (
             list(self.state.streams.values())
             if kind == "worker_set"

@@ -23,16 +23,27 @@ pytestmark = pytest.mark.slow
 
 
 def start_worker(
-    model: Path, broker_url: str, worker_id: str, max_streams: int | None = 3
+    model: Path,
+    broker_url: str,
+    worker_id: str,
+    max_streams: int | None = 3,
+    log: Path | None = None,
+    drain_timeout_s: float = 15,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``max_streams`` None: the worker admits by its measured capacity."""
+    """``max_streams`` None: the worker admits by its measured capacity; ``log``: its output
+    goes there."""
     port = free_port()
     fixed = [] if max_streams is None else ["--max-streams", str(max_streams)]
+    out = open(log, "wb") if log is not None else None  # noqa: SIM115 (the child holds it)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud_worker", "--id", worker_id, "--port", str(port),
          "--broker", broker_url, "--model", str(model), "--imgsz", "320", *fixed],
-        env={**os.environ, "MOBIEYE_MQTT__KEEPALIVE_S": "2"},
+        env={**os.environ, "MOBIEYE_MQTT__KEEPALIVE_S": "2", "MOBIEYE_LOG_LEVEL": "INFO",
+             "MOBIEYE_WORKER__DRAIN_TIMEOUT_S": str(drain_timeout_s)},
+        stdout=out, stderr=subprocess.STDOUT if out is not None else None,
     )  # fmt: skip
+    if out is not None:
+        out.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
