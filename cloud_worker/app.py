@@ -115,7 +115,7 @@ def create_app(
         if state.pool is None or state.load is None:
             return problem
         state.load.tick(state.sessions)
-        state.metrics.observe_load(state.load)
+        state.metrics.observe_load(state.load, len(state.sessions), state.draining)
         # Say it once when the worker stops being able to detect, and once when it recovers.
         now = state.detector_problem()
         state.metrics.detector_up.set(0 if now else 1)

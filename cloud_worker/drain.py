@@ -115,6 +115,6 @@ class Drainer:
             for sid, why in outcome.stayed.items():
                 log.error("drain: stream %s did not move within %.0f s: %s; closing it",
                           sid, self.timeout_s, why)  # fmt: skip
-            log.warning("drained in %.1f s: %d of %d stream(s) left before the deadline", outcome.seconds,
-                        outcome.left, outcome.streams)  # fmt: skip
+            log.warning("drained in %.1f s: %d of %d stream(s) left before the deadline",
+                        outcome.seconds, outcome.left, outcome.streams)  # fmt: skip
             self._on_done(outcome)

@@ -30,6 +30,7 @@ from mobieye.webrtc import (
 )
 from mobieye.webrtc.bounded import install_bounded_receive_queues
 from mobieye.webrtc.sctp import set_sctp_rto_min
+from mobieye.webrtc.turn import own_servers, usable_ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,24 @@ def worker_tls(settings: Settings) -> TlsFiles | None:
     return files
 
 
+async def check_turn(settings: Settings) -> None:
+    """Say at start whether the TURN relays work with this worker's secret (the worker serves
+    anyway: direct paths may do, and a relay may come back)."""
+    turn = settings.webrtc.turn
+    if not turn.urls:
+        return
+    if not turn.secret:
+        log.warning("webrtc.turn.urls without webrtc.turn.secret: this worker mints no TURN "
+                    "credentials (edges must have the secret themselves)")  # fmt: skip
+        return
+    usable, problems = await usable_ice_servers(own_servers(settings.webrtc))
+    relays = [s.urls[0] for s in usable if s.urls[0].startswith(("turn:", "turns:"))]
+    if relays:
+        log.info("TURN relays working: %s", ", ".join(relays))
+    if problems and not relays:
+        log.error("no TURN relay works for this worker: %s", "; ".join(problems))
+
+
 def worker_id_for(settings: Settings) -> str:
     return settings.worker.id or f"{socket.gethostname()}-{settings.worker.port}"
 
@@ -120,6 +139,7 @@ async def serve_worker(settings: Settings) -> int:
         problem = worker_account_problem(settings.mqtt, worker_id_for(settings))
         if problem:  # a warning: a deployment may run its own ACL
             log.warning("%s", problem)
+    await check_turn(settings)
     # Each stream tracks in its own thread; OpenCV's own pool on top only adds overhead.
     cv2.setNumThreads(settings.worker.cv_threads)
     prepare_receiver_webrtc(settings)

@@ -145,15 +145,28 @@ class WorkerMetrics:
             "mobieye_frame_cpu_ms", "Measured process CPU per frame served, detection included",
             registry=r,
         )  # fmt: skip
+        self.occupancy = Gauge(
+            "mobieye_worker_occupancy",
+            "Streams served over the streams this worker holds at the SLA (its measured "
+            "capacity): the load an autoscaler should hold below 1",
+            registry=r,
+        )
+        self.draining = Gauge(
+            "mobieye_worker_draining", "1 while the worker drains (moving its streams away)",
+            registry=r,
+        )  # fmt: skip
         self.keyframe_stretch = Gauge(
             "mobieye_keyframe_stretch",
             "Factor the overload governor stretches every stream's keyframe spacing by (1: not)",
             registry=r,
         )
 
-    def observe_load(self, load: WorkerLoad) -> None:
+    def observe_load(self, load: WorkerLoad, streams: int, draining: bool) -> None:
         cap = load.capacity()
-        self.capacity.set(load.admits())
+        admits = load.admits()
+        self.capacity.set(0 if draining else admits)
+        self.occupancy.set(round(streams / max(1, admits), 3))
+        self.draining.set(1 if draining else 0)
         self.frame_cpu.set(cap.cpu_ms_per_frame)
         self.keyframe_stretch.set(load.stretch)
 

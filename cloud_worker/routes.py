@@ -18,6 +18,7 @@ from cloud_worker.session import StreamSession
 from cloud_worker.viewers import check_view_sdp
 from mobieye.clock import FrameClock
 from mobieye.webrtc import filter_sdp_candidates, rtc_configuration
+from mobieye.webrtc.turn import own_servers
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,19 @@ async def livez(state: Worker) -> JSONResponse:
     if problem:
         return JSONResponse({"status": "failing", "error": problem}, 503)
     return JSONResponse({"status": "draining" if state.draining else "alive"})
+
+
+@router.get("/ice-servers")
+async def ice_servers(state: Worker) -> JSONResponse:
+    """STUN/TURN servers for an edge about to offer (token required, like every route but the
+    health checks): TURN credentials minted here from webrtc.turn.secret, valid for
+    webrtc.turn.ttl_s, so edges never hold the secret or a static password."""
+    w = state.settings.webrtc
+    servers = [
+        {"urls": list(s.urls), "username": s.username, "credential": s.credential}
+        for s in own_servers(w)
+    ]
+    return JSONResponse({"ice_servers": servers, "ttl_s": w.turn.ttl_s if w.turn.secret else None})
 
 
 @router.get("/streams")
@@ -159,7 +173,9 @@ async def offer(request: Request, state: Worker) -> JSONResponse:
         )
 
     sdp = filter_sdp_candidates(req.sdp, settings.webrtc.loopback_only)
-    pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
+    pc = RTCPeerConnection(
+        rtc_configuration(own_servers(settings.webrtc), settings.webrtc.ice_transport_policy)
+    )
     stream_id = state.new_stream_id(req.stream_id)
     session = StreamSession(
         stream_id,

@@ -32,6 +32,7 @@ from mobieye.config import Settings
 from mobieye.messages import Result, Welcome, encode
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.webrtc import filter_sdp_candidates, rtc_configuration
+from mobieye.webrtc.turn import own_servers
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,8 @@ class ViewerHub:
     async def open_webrtc(self, session: StreamSession, sdp: str) -> RTCSessionDescription:
         """Answer a viewer's offer; aiortc's errors on a bad SDP propagate (the viewer is gone)."""
         sdp = filter_sdp_candidates(sdp, self.settings.webrtc.loopback_only)
-        pc = RTCPeerConnection(rtc_configuration(self.settings.webrtc.ice_servers))
+        w = self.settings.webrtc
+        pc = RTCPeerConnection(rtc_configuration(own_servers(w), w.ice_transport_policy))
         viewer = WebRtcViewer(self, session, pc)
         self._add(viewer)
         try:

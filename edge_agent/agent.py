@@ -25,6 +25,7 @@ from edge_agent.control import EdgeController
 from edge_agent.edge_first import EdgeFirst, Shown
 from edge_agent.failover import RETRY_S, Failover
 from edge_agent.fallback import OnDeviceFallback
+from edge_agent.ice import EdgeIce
 from edge_agent.ledger import FrameLedger, SentFrame
 from edge_agent.local_model import LocalModel, local_detector
 from edge_agent.replay import ReplaySource, ReplayTrack
@@ -55,6 +56,7 @@ from mobieye.messages import (
 )
 from mobieye.slot import LatestSlot, SlotClosed
 from mobieye.stats import percentile, percentiles
+from mobieye.webrtc.ice import selected_pair
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,6 +143,8 @@ class EdgeAgent:
         self._move_retry_s = 0.0
         self._closing: set[asyncio.Task[None]] = set()  # connections left by a move
         self._hello_owed: set[int] = set()
+        self.ice = EdgeIce(settings)
+        self.ice_pair: dict[str, str] | None = None  # the candidate pair of the newest connection
         self._source_down_s: float | None = None  # the last moment a live source was down
         self.sent_frames: list[SentFrame] = []
         self.results: list[ArrivedResult] = []
@@ -348,6 +352,8 @@ class EdgeAgent:
         report["edge_cpu_load_s"] = round(load_cpu_s, 2)  # the on-device model's loading
         report["local_model"] = self._local_summary()
         report["uplink"] = self.settings.edge.uplink
+        report["ice_pair"] = self.ice_pair
+        report["ice_problems"] = self.ice.problems
         report["stills"] = self._stills_summary()
         if self.controller is not None:
             last = self.controller.decisions[-1] if self.controller.decisions else None
@@ -624,11 +630,12 @@ class EdgeAgent:
             track = self._track(slot, paused=ahead) if self.edge_first is None else None
             box: list[Connection] = []
             try:
+                servers = await self.ice.servers_for(url)
                 conn = await connect(
                     self.settings, url, track,
                     functools.partial(self._on_open_of, box),
                     functools.partial(self._on_message_of, box),
-                    self.clock,
+                    self.clock, servers,
                 )  # fmt: skip
                 box.append(conn)
                 if id(box) in self._hello_owed:
@@ -668,6 +675,7 @@ class EdgeAgent:
             if now - last_status >= LATENCY_REPORT_S:
                 last_status = now
                 self._flush_latency()
+                self._note_ice_pair(conn)
                 if self.outputs.status:
                     line = self.stats.status_line(now) if self.edge_first is None else (
                         self._edge_first_status(now))  # fmt: skip
@@ -700,6 +708,16 @@ class EdgeAgent:
         if tty:
             print(file=sys.stderr)
         return True
+
+    def _note_ice_pair(self, conn: Connection) -> None:
+        """Which candidate pair carries the stream (host, srflx, prflx, relay), said once per
+        connection."""
+        pair = selected_pair(conn.pc)
+        if pair is not None and pair != self.ice_pair:
+            self.ice_pair = pair
+            log.info("stream to worker %s goes %s -> %s (%s -> %s)", conn.worker_id,
+                     pair["local"], pair["remote"], pair["local_address"],
+                     pair["remote_address"])  # fmt: skip
 
     # -- moving (the worker drains) ------------------------------------------------------------
     def _step_move(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from mobieye.webrtc import (
     uninstall_bitrate_hysteresis,
 )
 from mobieye.webrtc.channel import PeerChannel
+from mobieye.webrtc.ice import IceServerLike
 from mobieye.webrtc.sctp import set_sctp_rto_min
 
 log = logging.getLogger(__name__)
@@ -156,13 +157,15 @@ async def connect(
     on_open: Callable[[], None],
     on_message: Callable[[str | bytes], None],
     clock: FrameClock | None = None,
+    ice_servers: Sequence[IceServerLike] | None = None,
 ) -> Connection:
     """Offer a stream to the worker at ``url``; SignallingError (WorkerRefused) on failure.
 
     Without a track (``edge.uplink: keyframes``) the offer is a data channel alone: the edge
     sends its keyframes as stills on it (an older worker refuses such an offer, saying it
     has no video)."""
-    pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
+    servers = settings.webrtc.ice_servers if ice_servers is None else ice_servers
+    pc = RTCPeerConnection(rtc_configuration(servers, settings.webrtc.ice_transport_policy))
     # Unordered (still reliable): a lost packet delays only its own message. Ordered, one lost
     # result held back every result after it until the retransmission (a tail on lossy links);
     # the edge drops results older than one it has shown, and nothing else depends on order.

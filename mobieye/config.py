@@ -205,12 +205,44 @@ class IceServer(_Section):
     credential: str | None = None
 
 
+class TurnConfig(_Section):
+    """A TURN relay with coturn's shared-secret REST scheme (``use-auth-secret``): whoever has
+    the secret mints credentials that expire; edges without it get theirs from the worker
+    (``GET /ice-servers``), phone pages from the dashboard. Never a static password."""
+
+    urls: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="TURN URLs, e.g. turn:turn.example.org:3478?transport=udp and ?transport=tcp "
+        "(tried in order: the first that allocates is used).",
+    )
+    secret: str | None = Field(
+        default=None, description="coturn's static-auth-secret (env MOBIEYE_WEBRTC__TURN__SECRET)."
+    )
+    ttl_s: float = Field(default=3600.0, ge=60, le=86_400, description="Credential lifetime.")
+    user: str = Field(default="mobieye", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @field_validator("urls")
+    @classmethod
+    def _turn_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(
+                    f"{url!r} is not a TURN URL (turn:HOST[:PORT][?transport=udp|tcp])"
+                )
+        return urls
+
+
 class WebRTCConfig(_Section):
     codec: Literal["vp8", "h264"] = "vp8"
     loopback_only: bool = Field(
         default=True, description="Gather and accept only 127.0.0.1 ICE candidates."
     )
     ice_servers: list[IceServer] = Field(default_factory=list, description="STUN/TURN servers.")
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    ice_transport_policy: Literal["all", "relay"] = Field(
+        default="all", description="relay: only relayed (TURN) candidates, hiding addresses."
+    )
     low_latency_receive: bool = Field(
         default=True, description="Release frames on their marker packet; bound loss stalls."
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 from aiortc.rtcicetransport import RTCIceGatherer
 
 logger = logging.getLogger(__name__)
@@ -73,16 +73,41 @@ def is_confined_to_loopback() -> bool:
     return aioice.ice.get_host_addresses is _loopback_host_addresses
 
 
-def rtc_configuration(ice_servers: Sequence[IceServerLike] | None) -> RTCConfiguration:
+def rtc_configuration(
+    ice_servers: Sequence[IceServerLike] | None, policy: str = "all"
+) -> RTCConfiguration:
     """Build an RTCConfiguration whose iceServers is always an explicit list.
 
     None means "no servers" here, unlike aiortc, where None means "use Google's STUN server".
+    ``policy`` "relay": only TURN-relayed candidates (webrtc.ice_transport_policy).
     """
     servers = [
         RTCIceServer(urls=list(spec.urls), username=spec.username, credential=spec.credential)
         for spec in ice_servers or ()
     ]
-    return RTCConfiguration(iceServers=servers)
+    transport = RTCIceTransportPolicy.RELAY if policy == "relay" else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=transport)
+
+
+def selected_pair(pc: RTCPeerConnection) -> dict[str, str] | None:
+    """The candidate pair ICE nominated for ``pc`` (which path carries the stream: host,
+    srflx, prflx or relay on each side), or None before ICE has chosen one."""
+    transports = [t.sender.transport or t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        nominated = getattr(connection, "_nominated", None) or {}
+        pair = nominated.get(1)
+        if pair is not None:
+            local, remote = pair.local_candidate, pair.remote_candidate
+            return {
+                "local": str(local.type),
+                "remote": str(remote.type),
+                "local_address": f"{local.host}:{local.port}",
+                "remote_address": f"{remote.host}:{remote.port}",
+            }
+    return None
 
 
 def _candidate_address(line: str) -> str | None:
