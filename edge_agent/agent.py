@@ -445,6 +445,7 @@ class EdgeAgent:
         """Connect, stream, move or fail over, until the run ends."""
         ready: Connection | None = None  # made ahead of a move
         while True:
+            moving = ready is not None
             if ready is not None:
                 conn: Connection | None = ready
                 ready = None
@@ -452,7 +453,7 @@ class EdgeAgent:
                 conn = await self._connect_offline(loop, slot, deadline, started)
             if conn is None:
                 return
-            await self._switch_to(conn)
+            await self._switch_to(conn, moving)
             if not started:
                 self.stats.started_s = time.monotonic()
                 self.source.start(loop, slot)
@@ -501,12 +502,13 @@ class EdgeAgent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await offline
 
-    async def _switch_to(self, conn: Connection) -> None:
-        """Make ``conn`` the stream's connection. A move's: the old one's track stops taking
-        frames first, the new one's starts, and the old one closes in the background."""
+    async def _switch_to(self, conn: Connection, moving: bool) -> None:
+        """Make ``conn`` the stream's connection. A move's (``moving``): the old one's track
+        stops taking frames first, the new one's starts, and the old one closes in the
+        background."""
         old = self.conn
         now = time.monotonic()
-        if old is not None and old is not conn:
+        if moving and old is not None and old is not conn:
             if old.track is not None:
                 old.track.pause()
             self.stats.moves += 1

@@ -85,9 +85,21 @@ class EdgeIce:
                 self.problems.append(problem)
             log.warning("%s", problem)
             return []
-        return [
-            IceServerSpec(tuple(s.urls[:4]), s.username, s.credential) for s in answer.ice_servers
+        given = [
+            IceServerSpec((url,), s.username, s.credential)
+            for s in answer.ice_servers
+            for url in s.urls[:4]
+            if url.startswith(("turn:", "turns:"))
         ]
+        if not given:
+            return []
+        # The edge's own TURN URLs first (its view of the relay: TCP where its network passes
+        # no UDP), with the worker's credentials (one secret per relay service); then the
+        # worker's own URLs.
+        cred = given[0]
+        own = [IceServerSpec((url,), cred.username, cred.credential)
+               for url in self.settings.webrtc.turn.urls]  # fmt: skip
+        return own + [g for g in given if g.urls[0] not in self.settings.webrtc.turn.urls]
 
 
 def _has_turn(urls: Sequence[str]) -> bool:

@@ -45,16 +45,26 @@ DOCKERIGNORE = REPO / ".dockerignore"
 MOSQUITTO_CONF = DOCKER / "mosquitto.conf"
 MOSQUITTO_ACL = DOCKER / "mosquitto.acl"
 MOSQUITTO_PASSWD_SH = DOCKER / "mosquitto-passwd.sh"
-K8S_WORKER = DOCKER / "k8s" / "worker-deployment.yaml"
-K8S_MOSQUITTO = DOCKER / "k8s" / "mosquitto.yaml"
+K8S_WORKER = DOCKER / "k8s" / "base" / "worker-deployment.yaml"
+K8S_MOSQUITTO = DOCKER / "k8s" / "base" / "mosquitto.yaml"
 FLEET_DOC = REPO / "docs" / "fleet.md"
 
 # Host directories the user supplies (documented in compose.yaml's header), not in the repo.
 USER_SUPPLIED_DIRS = {"models", "videos", "config"}
 # Variables load_settings reads itself; every other MOBIEYE_* one must be a settings field.
 SHORTHAND_ENV = {"MOBIEYE_MODEL", "MOBIEYE_CONFIG", "MOBIEYE_WORKER_TOKEN"}
-# Worker variables only Kubernetes sets: the pod name as id, ICE servers from a Secret.
-K8S_ONLY_ENV = {"MOBIEYE_WORKER__ID", "MOBIEYE_WEBRTC__ICE_SERVERS"}
+# Worker variables only Kubernetes sets: the pod name as id, the pod's address as its URL, the
+# drain's time (within the grace period), TURN and ICE servers (tests/docker/test_k8s.py).
+K8S_ONLY_ENV = {
+    "MOBIEYE_WORKER__ID",
+    "MOBIEYE_WORKER__ADVERTISE_URL",
+    "MOBIEYE_WORKER__DRAIN_TIMEOUT_S",
+    "MOBIEYE_WEBRTC__TURN__URLS",
+    "MOBIEYE_WEBRTC__TURN__SECRET",
+    "MOBIEYE_WEBRTC__ICE_SERVERS",
+}
+# Not settings: the downward API's pod address, for $(POD_IP) in the advertised URL.
+K8S_HELPER_ENV = {"POD_IP"}
 # Not settings: where the process keeps its cache, where the tests find their data.
 PROCESS_ENV = {"MOBIEYE_CACHE_DIR", "MOBIEYE_DATA_DIR"}
 # The broker's passwords, which users put in docker/.env (compose requires them).
@@ -634,14 +644,14 @@ def test_k8s_worker_matches_the_compose_worker(monkeypatch: pytest.MonkeyPatch) 
     env_list = container["env"]
     names = [e["name"] for e in env_list]
     assert len(names) == len(set(names))
-    for n in names:
+    for n in set(names) - K8S_HELPER_ENV:
         assert setting_path(n) is not None, f"{n} is no setting"
     plain = {e["name"]: str(e["value"]) for e in env_list if "value" in e}
-    assert set(names) - set(compose_env) <= K8S_ONLY_ENV | CREDENTIAL_ENV
+    assert set(names) - set(compose_env) <= K8S_ONLY_ENV | CREDENTIAL_ENV | K8S_HELPER_ENV
     # The broker's credentials: test_k8s_worker_logs_in_as_the_worker_role.
     assert set(compose_env) - {"MOBIEYE_CONFIG"} - CREDENTIAL_ENV <= set(plain)
     for key, value in plain.items():
-        if key not in ("MOBIEYE_MODEL", "MOBIEYE_MQTT__PASSWORD"):
+        if key not in {"MOBIEYE_MODEL", "MOBIEYE_MQTT__PASSWORD"} | K8S_ONLY_ENV:
             assert value == compose_env[key], f"{key}: {value!r} here, {compose_env[key]!r} there"
     settings = load_with_env(monkeypatch, plain)
 
@@ -652,11 +662,12 @@ def test_k8s_worker_matches_the_compose_worker(monkeypatch: pytest.MonkeyPatch) 
     assert any(m.target == model_dir for m in service_mounts(worker))
     assert "/var/cache/mobieye" in mounts, "the cache must be writable"
 
-    # Probes on /healthz at the worker's port; requests and limits.
+    # Probes at the worker's port: readiness on /healthz, liveness on /livez (alive while it
+    # loads or drains; test_k8s.py checks them against the routes); requests and limits.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path
         assert ports.get(get["port"], get["port"]) == settings.worker.port
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])

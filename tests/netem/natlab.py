@@ -6,10 +6,12 @@ balancer's), and a public TURN/STUN server (coturn), joined by a router.
                                               inet router -- turn 192.0.2.10 (coturn)
     worker 10.20.0.2 -- cloud NAT 203.0.113.2 +
 
-The NATs are nftables masquerade (Linux conntrack: endpoint-independent mapping, filtering by
-the endpoint the inside host sent to), so two hosts behind them reach each other through STUN
-(server-reflexive candidates) once both send. ``block_udp`` rules make a side reachable only
-through the relay. Every address is a documentation range inside the lab's own namespaces:
+The home NAT is nftables masquerade (Linux conntrack: it maps a flow to the port it had where
+it can, and lets in only what answers a flow from inside). The cloud NAT is one-to-one, like a
+cloud's public address for an instance: the worker's host address is private and unreachable,
+its server-reflexive address (STUN) reaches it. ``block_udp`` rules make a side reachable only
+through the relay (cloud: UDP only with the TURN server) or not by UDP at all (home: TURN over
+TCP). Every address is a documentation range inside the lab's own namespaces:
 nothing leaves the machine.
 """
 
@@ -35,6 +37,9 @@ CLOUD_WAN = "203.0.113.2"
 TURN_IP = "192.0.2.10"
 TURN_PORT = 3478
 WORKER_PORT = 8000
+# The cloud NAT is one-to-one (a cloud's public address for one instance): everything sent to
+# its public address goes to the worker, and the worker's own traffic leaves from it.
+DNAT = f"dnat to {WORKER_IP}"
 RELAY_PORTS = (49152, 49400)
 
 
@@ -88,10 +93,7 @@ class NatLab:
             for router in ("inet", "home", "cloud"):
                 self._sysctl(router, "net.ipv4.ip_forward", "1")
             _nft(self.ns("home"), _nat_rules(forward=""))
-            # The worker's HTTP port forwarded on the cloud NAT's public address (a load
-            # balancer's job); its media has no such help.
-            dnat = f"tcp dport {WORKER_PORT} dnat to {WORKER_IP}:{WORKER_PORT}"
-            _nft(self.ns("cloud"), _nat_rules(forward="", dnat=dnat))
+            _nft(self.ns("cloud"), _nat_rules(forward="", dnat=DNAT))
             self._start_turn()
         except BaseException:
             self.close()
@@ -123,12 +125,14 @@ class NatLab:
         self.turn = self.popen("turn", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            listening = subprocess.run(netns.exec_argv(self.ns("turn"), ["ss", "-lnu"]),
-                                       capture_output=True, text=True, check=False).stdout  # fmt: skip
+            ss = netns.exec_argv(self.ns("turn"), ["ss", "-lnu"])
+            listening = subprocess.run(ss, capture_output=True, text=True, check=False).stdout
             if f"{TURN_IP}:{TURN_PORT}" in listening:
                 return
             if self.turn.poll() is not None:
-                raise RuntimeError(f"turnserver exited: {self.turn.stdout.read() if self.turn.stdout else ''}")
+                raise RuntimeError(
+                    f"turnserver exited: {self.turn.stdout.read() if self.turn.stdout else ''}"
+                )
             time.sleep(0.1)
         raise RuntimeError("turnserver did not start listening within 10 s")
 
@@ -137,13 +141,18 @@ class NatLab:
         """The network behind ``router`` (home or cloud) passes no UDP but to/from the TURN
         server's listening port (cloud: its media can only go through the relay) or none at all
         (home: only TCP, so TURN over TCP)."""
-        allow = "" if router == "home" else f"ip daddr {TURN_IP} udp dport {TURN_PORT} accept\n    ip saddr {TURN_IP} udp sport {TURN_PORT} accept\n"
+        allow = (
+            ""
+            if router == "home"
+            else f"ip daddr {TURN_IP} udp dport {TURN_PORT} accept\n"
+            f"    ip saddr {TURN_IP} udp sport {TURN_PORT} accept\n"
+        )
         forward = f"{allow}    meta l4proto udp drop"
-        dnat = f"tcp dport {WORKER_PORT} dnat to {WORKER_IP}:{WORKER_PORT}" if router == "cloud" else ""
+        dnat = DNAT if router == "cloud" else ""
         _nft(self.ns(router), "flush ruleset\n" + _nat_rules(forward=forward, dnat=dnat))
 
     def unblock(self, router: str) -> None:
-        dnat = f"tcp dport {WORKER_PORT} dnat to {WORKER_IP}:{WORKER_PORT}" if router == "cloud" else ""
+        dnat = DNAT if router == "cloud" else ""
         _nft(self.ns(router), "flush ruleset\n" + _nat_rules(forward="", dnat=dnat))
 
     # -- processes -----------------------------------------------------------------------------
