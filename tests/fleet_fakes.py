@@ -45,6 +45,14 @@ class FakeWorker:
     worker_id: str
     streams: dict[str, FakeStream]
     ready: bool = True
+    draining: bool = False
+    drains: list[str] = field(default_factory=list)  # the reasons drain() was called with
+
+    def drain(self, reason: str) -> bool:
+        self.drains.append(reason)
+        first = not self.draining
+        self.draining = True
+        return first
 
     def model_labels(self) -> list[str]:
         return ["yolox_nano"]

@@ -665,9 +665,9 @@ def test_k8s_worker_matches_the_compose_worker(monkeypatch: pytest.MonkeyPatch) 
     # Probes at the worker's port: readiness on /healthz, liveness on /livez (alive while it
     # loads or drains; test_k8s.py checks them against the routes); requests and limits.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
+    for probe, route in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
-        assert get["path"] == path
+        assert get["path"] == route
         assert ports.get(get["port"], get["port"]) == settings.worker.port
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
