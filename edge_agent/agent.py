@@ -519,6 +519,8 @@ class EdgeAgent:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         self._move = None
+        if self.edge_first is not None:
+            self.edge_first.new_connection()
         self.conn = conn
         self.stats.stream_id = conn.stream_id
         self.stats.worker_id = conn.worker_id

@@ -158,6 +158,13 @@ class EdgeFirst:
         del self.transfer_ms[:-KEEP_LATENCIES]
         return ms
 
+    def new_connection(self) -> None:
+        """The stream has a new worker (a move or a failover): stills the old one had are
+        never answered; none is in flight, and the new worker's silence counts from now."""
+        with self._lock:
+            self._sent.clear()
+            self.first_unanswered_s = None
+
     def on_local(self, result: Result, now: float) -> None:
         with self._lock:
             self._arrived.append((result, "local", now))

@@ -89,7 +89,9 @@ async def test_drain_over_mqtt_and_a_stream_that_cannot_move_is_named(
     old, old_url = start_worker(model_path, broker.url, "w-old", log=old_log, drain_timeout_s=6)
     fleet_report, fixed_report = tmp_path / "fleet.json", tmp_path / "fixed.json"
     time.sleep(1.0)
-    fleet_edge = start_edge(pedestrian_clip, broker.url, fleet_report, duration=24)
+    # Edge-first (stills on the data channel) for this one: the move is the same.
+    fleet_edge = start_edge(pedestrian_clip, broker.url, fleet_report, 24, "auto",
+                            "--uplink", "keyframes")  # fmt: skip
     fixed_edge = start_edge(pedestrian_clip, broker.url, fixed_report, duration=24,
                             worker=old_url)  # fmt: skip
     new: subprocess.Popen[bytes] | None = None
@@ -120,5 +122,7 @@ async def test_drain_over_mqtt_and_a_stream_that_cannot_move_is_named(
     r = json.loads(fleet_report.read_text())
     assert r["moves"] == 1 and r["failovers"] == 0, r["errors"]
     assert r["bare_frames_after_first_boxes"] == 0, r["boxes_from"]
+    assert r["worker_id"] == "w-next" and r["uplink"] == "keyframes"
+    assert r["stills"]["sent"] > 0
     fixed = json.loads(fixed_report.read_text())
     assert fixed["moves"] == 0 and fixed["failovers"] >= 1  # its worker went: it reconnects

@@ -58,12 +58,13 @@ def start_worker(
 
 
 def start_edge(
-    clip: Path, broker_url: str, report: Path, duration: float, worker: str = "auto"
+    clip: Path, broker_url: str, report: Path, duration: float, worker: str = "auto",
+    *extra: str,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "--worker", worker, "--broker", broker_url,
          "--source", str(clip), "--loop", "--duration", str(duration), "--report", str(report),
-         "--log-level", "WARNING"],
+         "--log-level", "WARNING", *extra],
     )  # fmt: skip
 
 
