@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from mobieye.config import FleetConfig, MqttConfig
+from mobieye.config import FleetConfig, MqttConfig, WebRTCConfig
 from mobieye.dashboard.api import ApiError
 from mobieye.dashboard.api import router as api_router
 from mobieye.dashboard.auth import PhoneGrants, TokenAuth
@@ -53,11 +53,14 @@ def create_dashboard_app(
     store: FleetStore | None = None,
     fleet_cfg: FleetConfig | None = None,
     access: WorkerAccess | None = None,
+    webrtc: WebRTCConfig | None = None,
 ) -> FastAPI:
     """The app; raises BrokerError at once when ``mqtt_cfg`` names no usable broker.
 
     ``fleet_cfg`` says which advertised workers are trusted; ``access`` how to call them (the
-    workers' token and certificate check) when a page watches a stream or a phone streams."""
+    workers' token and certificate check) when a page watches a stream or a phone streams;
+    ``webrtc`` the STUN/TURN servers pages get (``GET /api/ice-servers``, TURN credentials
+    minted here)."""
     prefix = mqtt_cfg.prefix
     allowlist = UrlAllowlist.from_config(fleet_cfg or FleetConfig())
     # Stats come every stats period; a few missed in a row make a stream stale.
@@ -91,6 +94,7 @@ def create_dashboard_app(
     app.state.mqtt = mqtt_cfg
     app.state.access = access or WorkerAccess()
     app.state.grants = PhoneGrants()
+    app.state.webrtc = webrtc or WebRTCConfig()
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Response:

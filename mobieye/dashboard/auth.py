@@ -97,6 +97,7 @@ class PhoneGrants(Sessions):
 
 GRANT_PAGES = frozenset({"/phone", "/static/phone.js", "/static/live.js", "/static/favicon.svg"})
 GRANT_OFFER = "/api/phone/offer"
+GRANT_ICE = "/api/ice-servers"  # the phone page's STUN/TURN servers (not used up)
 GRANT_COOKIE = "mobieye_grant"
 
 
@@ -173,7 +174,7 @@ class TokenAuth:
 
     def _grant_ok(self, path: str, grant: str) -> bool:
         """A phone's grant opens its page and scripts, and its one offer uses it up."""
-        if path in GRANT_PAGES:
+        if path in GRANT_PAGES or path == GRANT_ICE:
             return self.grants.valid(grant)
         return path == GRANT_OFFER and self.grants.consume(grant)
 

@@ -63,8 +63,9 @@ async def serve_dashboard(
     secret, generated = resolve_token(token)
     await check_broker(settings.mqtt)  # wrong credentials: a clear error, not a retry loop
     app = create_dashboard_app(
-        settings.mqtt, secret, fleet_cfg=settings.fleet, access=WorkerAccess.from_settings(settings)
-    )
+        settings.mqtt, secret, fleet_cfg=settings.fleet,
+        access=WorkerAccess.from_settings(settings), webrtc=settings.webrtc,
+    )  # fmt: skip
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
     if tls is None and not is_loopback_host(host):

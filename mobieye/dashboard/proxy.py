@@ -14,11 +14,13 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from mobieye.config import WebRTCConfig
 from mobieye.dashboard.api import Store
 from mobieye.dashboard.auth import PhoneGrants
 from mobieye.dashboard.store import FleetStore
 from mobieye.dashboard.views import WorkerView
 from mobieye.fleet.access import WorkerAccess, WorkerNotTrusted
+from mobieye.webrtc.turn import own_servers
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,22 @@ async def phone_offer(request: Request, fleet: Store, access: Access) -> Respons
             return r
     why = "; ".join(refusals) or "no live worker with room is known"
     return _error(503, f"no worker took the stream: {why}")
+
+
+@router.get("/api/ice-servers")
+async def ice_servers(request: Request) -> JSONResponse:
+    """STUN/TURN servers for a page's peer connection (a viewer's, a phone's): TURN
+    credentials minted here from webrtc.turn.secret, valid for webrtc.turn.ttl_s; a page never
+    holds a static password. A phone's grant opens this route too (it doesn't use it up)."""
+    webrtc: WebRTCConfig = request.app.state.webrtc
+    servers = [
+        {"urls": list(s.urls), "username": s.username, "credential": s.credential}
+        for s in own_servers(webrtc)
+    ]
+    return JSONResponse(
+        {"ice_servers": servers, "ice_transport_policy": webrtc.ice_transport_policy},
+        headers={"cache-control": "no-store"},
+    )
 
 
 @router.post("/api/phone/grants")

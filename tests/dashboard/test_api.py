@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mobieye.config import MqttConfig
+from mobieye.config import IceServer, MqttConfig, TurnConfig, WebRTCConfig
 from mobieye.dashboard.auth import COOKIE, TOKEN_ENV
 from mobieye.fleet import topics
 from mobieye.fleet.payloads import (
@@ -351,3 +351,32 @@ async def test_a_worker_answering_without_end_gets_a_502_not_the_dashboard_s_mem
             assert worker.sent < 4 * 1024 * 1024, worker.sent  # it stopped reading early
         finally:
             server.close()
+
+
+@pytest.mark.asyncio
+async def test_pages_get_expiring_turn_credentials_never_the_secret(dashboard: Dashboard) -> None:
+    secret = "dashboard-turn-secret-0123456789"
+    turn = TurnConfig(urls=["turn:turn.example.org:3478?transport=udp"], secret=secret, ttl_s=600)
+    dashboard.app.state.webrtc = WebRTCConfig(
+        ice_servers=[IceServer(urls=["stun:stun.example.org:3478"])], turn=turn
+    )
+    async with dashboard.client(auth=False) as stranger:
+        assert (await stranger.get("/api/ice-servers")).status_code == 401
+    async with dashboard.client() as operator:
+        r = await operator.get("/api/ice-servers")
+        path = (await operator.post("/api/phone/grants")).json()["path"]
+    assert r.status_code == 200 and secret not in r.text
+    assert r.headers["cache-control"] == "no-store"
+    servers = r.json()["ice_servers"]
+    assert servers[0] == {"urls": ["stun:stun.example.org:3478"], "username": None,
+                          "credential": None}  # fmt: skip
+    relay = servers[1]
+    expires, user = relay["username"].split(":")
+    assert user == "mobieye" and time.time() + 590 < int(expires) <= time.time() + 601
+    assert relay["credential"] and relay["credential"] != secret
+    async with dashboard.client(auth=False) as phone:
+        await phone.get(path)  # the grant's cookie
+        assert (await phone.get("/api/ice-servers")).status_code == 200
+        # Asking for servers does not spend the grant: its one offer is still to come.
+        r = await phone.post("/api/phone/offer", json={"sdp": "v=0", "type": "offer"})
+        assert r.status_code == 503, r.text

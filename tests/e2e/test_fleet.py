@@ -58,7 +58,11 @@ def start_worker(
 
 
 def start_edge(
-    clip: Path, broker_url: str, report: Path, duration: float, worker: str = "auto",
+    clip: Path,
+    broker_url: str,
+    report: Path,
+    duration: float,
+    worker: str = "auto",
     *extra: str,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(

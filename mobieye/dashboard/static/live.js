@@ -45,8 +45,21 @@ export async function startLive(streamId, { video, overlay, img, status }, force
   }
 }
 
+// STUN/TURN servers from the dashboard (TURN credentials it minted, which expire); none when it
+// has none to give, which is what a page on the dashboard's own network needs.
+export async function iceConfig() {
+  try {
+    const r = await fetch("/api/ice-servers", { cache: "no-store" });
+    if (!r.ok) return { iceServers: [] };
+    const c = await r.json();
+    return { iceServers: c.ice_servers ?? [], iceTransportPolicy: c.ice_transport_policy ?? "all" };
+  } catch {
+    return { iceServers: [] };
+  }
+}
+
 async function connect(base, video, overlay) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection(await iceConfig());
   pc.addTransceiver("video", { direction: "recvonly" });
   const channel = pc.createDataChannel("results");
   const results = new Map();  // rtpTimestamp -> Result, insertion (= pts) order

@@ -1,7 +1,7 @@
 // The phone page: this browser's camera streamed to a worker (the dashboard picks the least
 // loaded one), previewed locally with the newest result's boxes from the data channel.
 
-import { drawBoxes, waitFor } from "./live.js";
+import { drawBoxes, iceConfig, waitFor } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const status = (text) => ($("phone-status").textContent = text);
@@ -36,7 +36,8 @@ async function start() {
   // timestamp: a result's pts is that timestamp, so capture-to-result latency is measurable
   // here and reported to the worker like an edge agent does (it feeds the dashboard's chart).
   const transforms = "createEncodedStreams" in RTCRtpSender.prototype;
-  const pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: transforms });
+  const ice = await iceConfig();
+  const pc = new RTCPeerConnection({ ...ice, encodedInsertableStreams: transforms });
   const sentAt = new Map();  // RTP timestamp -> performance.now() when encoded
   for (const track of camera.getVideoTracks()) {
     const { sender } = pc.addTransceiver(track, { direction: "sendonly" });
