@@ -96,7 +96,7 @@ def index_page(workers: Sequence[WorkerView], streams: Sequence[StreamView]) -> 
                     w.status
                     + (" (stale)" if w.stale else "")
                     + (" (draining: moving its streams away)" if w.draining else "")
-                ),  # fmt: skip
+                ),
                 escape("yes" if w.problem is None else f"no: {w.problem}"),
                 escape(w.url or NONE),
                 f"{w.streams} / {w.capacity}",

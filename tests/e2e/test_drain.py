@@ -88,7 +88,7 @@ async def test_drain_over_mqtt_and_a_stream_that_cannot_move_is_named(
     old_log = tmp_path / "w-old.log"
     old, old_url = start_worker(model_path, broker.url, "w-old", log=old_log, drain_timeout_s=6)
     fleet_report, fixed_report = tmp_path / "fleet.json", tmp_path / "fixed.json"
-    time.sleep(1.0)
+    await asyncio.sleep(1.0)
     # Edge-first (stills on the data channel) for this one: the move is the same.
     fleet_edge = start_edge(pedestrian_clip, broker.url, fleet_report, 24, "auto",
                             "--uplink", "keyframes")  # fmt: skip
