@@ -49,6 +49,7 @@ from mobieye.stills import is_still
 from mobieye.tracking import AssignmentEvents
 from mobieye.webrtc import LowLatencyJitterBuffer, jitter_buffer_of
 from mobieye.webrtc.channel import InboundLimit, PeerChannel
+from mobieye.webrtc.ice import selected_pair
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class StreamSession:
         self.stills_received = 0  # still messages, taken or refused
         self.stills_refused = 0  # bad ones (and any on a video stream)
         self.stills: StillServer | None = None
+        self.ice_pair: dict[str, str] | None = None  # which candidate pair carries it
         self.move_asked_s: float | None = None  # when a drain told the edge to move
         self.move_answer: Moving | None = None  # the edge's last word on it
         if uplink == "keyframes":
@@ -241,6 +243,10 @@ class StreamSession:
         log.info("%s: connection %s", self.stream_id, state)
         if state == "connected" and self.connected_s is None:
             self.connected_s = time.monotonic()
+            pair = self.ice_pair = selected_pair(self.pc)
+            if pair is not None:
+                log.info("%s: ICE pair %s -> %s (%s -> %s)", self.stream_id, pair["local"],
+                         pair["remote"], pair["local_address"], pair["remote_address"])  # fmt: skip
         if state in ("failed", "closed"):
             await self.close("connection_failed" if state == "failed" else "ended")
 
@@ -480,6 +486,7 @@ class StreamSession:
             **self.status.summary(state, self._dropped(), len(self.taps)),
             "close_reason": self.close_reason,
             "uplink": self.uplink,
+            "ice_pair": self.ice_pair,
             "frames_oversized": self._oversized_counted,
             "stills_received": self.stills_received,
             "stills_dropped": self.stills.dropped if self.stills is not None else 0,

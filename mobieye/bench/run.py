@@ -128,8 +128,10 @@ async def wait_healthy(topology: Topology, url: str, proc: subprocess.Popen[byte
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    # SIGINT, not SIGTERM: a worker exits at once on it (on SIGTERM it would drain first,
+    # waiting for streams a finished run no longer has a use for); an edge writes its report.
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
