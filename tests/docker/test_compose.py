@@ -224,6 +224,27 @@ def instruction(keyword: str) -> Instruction:
     return found[-1]  # the last one wins, as in Docker
 
 
+def dockerfile_args() -> dict[str, str]:
+    """The Dockerfile's build arguments and their defaults (ARG NAME=default)."""
+    args: dict[str, str] = {}
+    for ins in dockerfile():
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+    return args
+
+
+def with_default_args(text: str) -> str:
+    """An instruction's text as a build without --build-arg sees it: ${NAME} and $NAME of the
+    Dockerfile's ARGs replaced by their defaults (the base image, the torch index...)."""
+    args = dockerfile_args()
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)",
+        lambda m: args.get(m.group(1) or m.group(2), m.group(0)),
+        text,
+    )
+
+
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for ins in dockerfile():
@@ -530,7 +551,9 @@ def test_services_log_in_with_their_role() -> None:
 
 
 def test_dockerfile_runs_mobieye_with_a_real_subcommand() -> None:
-    assert instruction("FROM").args.startswith("python:3.11-slim")
+    # The base image is a build argument (a local Debian base in scripts/container-test.sh);
+    # its default is what users get.
+    assert with_default_args(instruction("FROM").args).startswith("python:3.11-slim")
     assert json.loads(instruction("ENTRYPOINT").args) == ["mobieye"]
     cmd = json.loads(instruction("CMD").args)
     assert cmd and cmd[0] in help_subcommands(), f"CMD {cmd} is no subcommand of `mobieye`"
@@ -548,11 +571,18 @@ def test_dockerfile_image_settings() -> None:
     for key in env:
         if key.startswith("MOBIEYE_") and key not in PROCESS_ENV:
             assert setting_path(key) is not None, f"Dockerfile ENV {key} is no setting"
+    # MobiEye in its own venv (Debian's Python is externally managed), first on PATH: that is
+    # the `mobieye` of the ENTRYPOINT and the `python` of the HEALTHCHECK.
+    assert env["PATH"].split(":")[0] == f"{env['VIRTUAL_ENV']}/bin"
+    assert any(
+        i.keyword == "RUN" and f"-m venv {env['VIRTUAL_ENV']}" in i.args for i in dockerfile()
+    ), "the image makes its venv"
     user = instruction("USER").args.split(":")[0]
     assert user not in ("root", "0"), "the image must run as an unprivileged user"
     assert any(
-        i.keyword == "RUN" and "download.pytorch.org/whl/cpu" in i.args for i in dockerfile()
-    ), "torch must come from the CPU wheel index"
+        i.keyword == "RUN" and "download.pytorch.org/whl/cpu" in with_default_args(i.args)
+        for i in dockerfile()
+    ), "torch must come from the CPU wheel index (TORCH_INDEX_URL's default)"
     assert any(
         i.keyword == "RUN" and re.search(r"pip install (--\S+ )*\.(\s|$)", i.args)
         for i in dockerfile()
@@ -870,7 +900,8 @@ def compose_worker_env(
         if not (k.startswith("MOBIEYE_") or k.lower().endswith("_proxy"))
     }
     for key, value in dockerfile_env().items():
-        if not key.startswith("PIP_"):
+        # Not pip's settings, nor where the image keeps its virtual environment (PATH).
+        if not key.startswith("PIP_") and key not in ("PATH", "VIRTUAL_ENV"):
             env[key] = value.replace("/var/cache/mobieye", str(cache))
     compose = service_env(services()["worker"])
     broker = urlsplit(compose["MOBIEYE_MQTT__BROKER"])
