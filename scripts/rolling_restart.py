@@ -2,7 +2,8 @@
 """Rolling restart under load: N edges stream a clip through two workers while the workers are
 drained (SIGTERM) and restarted, one at a time, every PERIOD seconds; prints what the edges saw.
 
-    python scripts/rolling_restart.py --edges 4 --minutes 3 --period 40 --out docs/bench/rolling-restart.json
+    python scripts/rolling_restart.py --edges 4 --minutes 3 --period 40 \
+        --out docs/bench/rolling-restart.json
 
 Real parts: an embedded Mosquitto on 127.0.0.1, worker and edge processes (the installed
 `mobieye`), the shared model and clip. Run it inside a loopback-only network namespace
@@ -82,6 +83,18 @@ class Worker:
         return time.monotonic() - t0
 
 
+def start_edge(
+    broker: str, clip: Path, run_s: float, report: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "--worker", "auto", "--broker", broker,
+             "--source", str(clip), "--loop", "--duration", str(run_s),
+             "--report", str(report), "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--edges", type=int, default=4)
@@ -106,31 +119,8 @@ def main() -> int:
             w.start()
         log("workers ready; starting edges")
         reports = [work / f"edge{i}.json" for i in range(args.edges)]
-        edges = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "edge_agent",
-                    "--worker",
-                    "auto",
-                    "--broker",
-                    broker.url,
-                    "--source",
-                    str(args.clip),
-                    "--loop",
-                    "--duration",
-                    str(run_s),
-                    "--report",
-                    str(r),
-                    "--log-level",
-                    "WARNING",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(work / f"edge{i}.log", "wb"),  # noqa: SIM115
-            )  # fmt: skip
-            for i, r in enumerate(reports)
-        ]
+        edges = [start_edge(broker.url, args.clip, run_s, r, work / f"edge{i}.log")
+                 for i, r in enumerate(reports)]  # fmt: skip
         started = time.monotonic()
         turn = 0
         while time.monotonic() - started < run_s - args.period / 2:
