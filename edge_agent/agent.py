@@ -741,7 +741,7 @@ class EdgeAgent:
         self._move_task = None
         try:
             return task.result()
-        except (SignallingError, TimeoutError) as exc:
+        except Exception as exc:  # refused, unreachable, timed out, or aiortc's own errors
             detail = f"no other worker took the stream: {exc}"[:500]
             log.warning("cannot move yet: %s; staying on worker %s, trying again in %.0f s",
                         detail, conn.worker_id, MOVE_RETRY_S)  # fmt: skip
@@ -778,7 +778,7 @@ class EdgeAgent:
             task.cancel()
         try:
             ahead = await task
-        except (asyncio.CancelledError, SignallingError, TimeoutError):
+        except (asyncio.CancelledError, Exception):
             return None
         if keep:
             return ahead
