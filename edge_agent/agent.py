@@ -776,10 +776,10 @@ class EdgeAgent:
             return None
         if not keep or not task.done():
             task.cancel()
-        try:
-            ahead = await task
-        except (asyncio.CancelledError, Exception):
+        await asyncio.wait([task])  # a cancel of our own still propagates from here
+        if task.cancelled() or task.exception() is not None:
             return None
+        ahead = task.result()
         if keep:
             return ahead
         await _bounded(ahead.close(), None)
