@@ -53,12 +53,11 @@ FLEET_DOC = REPO / "docs" / "fleet.md"
 USER_SUPPLIED_DIRS = {"models", "videos", "config"}
 # Variables load_settings reads itself; every other MOBIEYE_* one must be a settings field.
 SHORTHAND_ENV = {"MOBIEYE_MODEL", "MOBIEYE_CONFIG", "MOBIEYE_WORKER_TOKEN"}
-# Worker variables only Kubernetes sets: the pod name as id, the pod's address as its URL, the
-# drain's time (within the grace period), TURN and ICE servers (tests/docker/test_k8s.py).
+# Worker variables only Kubernetes sets: the pod name as id, the pod's address as its URL,
+# TURN and ICE servers (tests/docker/test_k8s.py).
 K8S_ONLY_ENV = {
     "MOBIEYE_WORKER__ID",
     "MOBIEYE_WORKER__ADVERTISE_URL",
-    "MOBIEYE_WORKER__DRAIN_TIMEOUT_S",
     "MOBIEYE_WEBRTC__TURN__URLS",
     "MOBIEYE_WEBRTC__TURN__SECRET",
     "MOBIEYE_WEBRTC__ICE_SERVERS",
@@ -523,6 +522,17 @@ def test_mosquitto_config() -> None:
     assert command[2] == conf_value("password_file")
     assert command[3:] == ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
     assert set(MQTT_SECRETS) <= set(service_env(mosquitto))
+
+
+def test_compose_waits_out_a_workers_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM drains a worker (its streams move away); compose must not SIGKILL it first."""
+    worker = services()["worker"]
+    env = {k: v for k, v in service_env(worker).items() if k.startswith("MOBIEYE_WORKER__")}
+    w = load_with_env(monkeypatch, env).worker
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    assert float(grace[:-1]) > w.drain_timeout_s + w.shutdown_timeout_s + 5, (grace, w)
+    assert worker.get("init") is True  # tini hands SIGTERM to the worker, not to a shell
 
 
 def test_compose_needs_the_broker_passwords() -> None:
