@@ -33,6 +33,17 @@ def test_windows_after_the_last_result_are_left_out() -> None:
     assert all(r["latency_ms"]["p95"] is not None for r in rows)
 
 
+def test_a_last_window_the_run_barely_covers_is_left_out() -> None:
+    # The streams stop half a second into the 4th window: its few slow results are no window.
+    tail = [*latencies([30, 31, 29]), (180.2, 110.0), (180.4, 120.0)]
+    rows = resource_windows(samples([900, 950, 951, 951]), tail, 60)
+    assert [r["t0_s"] for r in rows] == [0, 60, 120]
+    assert resource_problems(rows, ResourceLimits()) == []
+    # Half a window or more is judged like any other.
+    rows = resource_windows(samples([900, 950, 951, 951]), [*tail, (215.0, 115.0)], 60)
+    assert [r["t0_s"] for r in rows] == [0, 60, 120, 180]
+
+
 def test_steady_memory_and_latency_pass() -> None:
     rows = resource_windows(
         samples([800, 1000, 1010, 1020, 1015]), latencies([50, 30, 32, 31, 33]), 60

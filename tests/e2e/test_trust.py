@@ -164,8 +164,10 @@ async def retained_states(broker_url: str) -> str:
 def test_an_open_mjpeg_viewer_cannot_hold_the_workers_exit(
     model_path: Path, pedestrian_clip: Path, tmp_path: Path
 ) -> None:
+    # The edge has a fixed URL, so it can't move: the drain's own wait is kept short here.
     proc, url, _ = start_worker(model_path, tmp_path,
-                                env={"MOBIEYE_WORKER__SHUTDOWN_TIMEOUT_S": "2"})  # fmt: skip
+                                env={"MOBIEYE_WORKER__SHUTDOWN_TIMEOUT_S": "2",
+                                     "MOBIEYE_WORKER__DRAIN_TIMEOUT_S": "1"})  # fmt: skip
     edge = subprocess.Popen(
         [sys.executable, "-m", "mobieye.cli", "edge", "--source", str(pedestrian_clip), "--loop",
          "--worker", url, "--duration", "60", "--stream-id", "watched"],

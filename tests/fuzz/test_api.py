@@ -293,7 +293,7 @@ def test_worker_metrics_documents_its_content_type() -> None:
     assert any(media.startswith("text/plain") for media in content), content
 
 
-def _without_token(served: Served) -> list[str]:
+def _without_token(served: Served, open_paths: set[str]) -> list[str]:
     """Operations that answered a request without the token with anything but 401."""
     schema, client = served
     wrong = []
@@ -301,17 +301,20 @@ def _without_token(served: Served) -> list[str]:
         for method in ops:
             url = re.sub(r"\{[^}]+\}", "s1", path)
             r = client.request(method.upper(), url, json={} if method == "post" else None)
-            if path not in OPEN_PATHS and r.status_code != 401:
+            if path not in open_paths and r.status_code != 401:
                 wrong.append(f"{method.upper()} {path}: {r.status_code}")
     return wrong
 
 
-OPEN_PATHS = {"/healthz"}  # the one route either app serves without a token
+# The routes each app serves without a token: the health checks (the worker's readiness and
+# liveness probes, which an orchestrator calls without credentials).
+WORKER_OPEN_PATHS = {"/healthz", "/livez"}
+DASHBOARD_OPEN_PATHS = {"/healthz"}
 
 
-def test_every_worker_route_but_healthz_needs_the_token(worker_api: Served) -> None:
-    assert not _without_token(worker_api)
+def test_every_worker_route_but_its_probes_needs_the_token(worker_api: Served) -> None:
+    assert not _without_token(worker_api, WORKER_OPEN_PATHS)
 
 
 def test_every_dashboard_route_but_healthz_needs_the_token(dashboard_api: Served) -> None:
-    assert not _without_token(dashboard_api)
+    assert not _without_token(dashboard_api, DASHBOARD_OPEN_PATHS)

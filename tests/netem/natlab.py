@@ -9,7 +9,8 @@ balancer's), and a public TURN/STUN server (coturn), joined by a router.
 The home NAT is nftables masquerade (Linux conntrack: it maps a flow to the port it had where
 it can, and lets in only what answers a flow from inside). The cloud NAT is one-to-one, like a
 cloud's public address for an instance: the worker's host address is private and unreachable,
-its server-reflexive address (STUN) reaches it. ``block_udp`` rules make a side reachable only
+its server-reflexive address (STUN) reaches it; ``cloud_napt`` makes it a second NAPT, which
+STUN can't cross. ``block_udp`` rules make a side reachable only
 through the relay (cloud: UDP only with the TURN server) or not by UDP at all (home: TURN over
 TCP). Every address is a documentation range inside the lab's own namespaces:
 nothing leaves the machine.
@@ -150,6 +151,13 @@ class NatLab:
         forward = f"{allow}    meta l4proto udp drop"
         dnat = DNAT if router == "cloud" else ""
         _nft(self.ns(router), "flush ruleset\n" + _nat_rules(forward=forward, dnat=dnat))
+
+    def cloud_napt(self) -> None:
+        """The cloud NAT as a second home-style NAPT: only the workers' HTTP ports forwarded,
+        UDP let in only as answers. Two such NATs defeat STUN (each one's mapping for the peer
+        differs from the one STUN saw): only the relay gets through."""
+        dnat = f"tcp dport {{ 8000, 8001 }} dnat to {WORKER_IP}"
+        _nft(self.ns("cloud"), "flush ruleset\n" + _nat_rules(forward="", dnat=dnat))
 
     def unblock(self, router: str) -> None:
         dnat = DNAT if router == "cloud" else ""

@@ -139,6 +139,20 @@ def test_worker_only_through_the_relay_over_udp_skipping_a_dead_turn_server(
     assert any(f"{TURN_IP}:3999 over udp: unreachable" in p for p in r["ice_problems"])
 
 
+def test_two_napts_need_the_relay(lab: NatLab, pedestrian_clip: Path, tmp_path: Path) -> None:
+    """Both sides behind port-translating NATs (no firewall rule at all): hole punching fails
+    (found while building this lab), the relay carries the stream."""
+    lab.cloud_napt()
+    try:
+        r = stream(lab, pedestrian_clip, tmp_path, MOBIEYE_WEBRTC__ICE_SERVERS=STUN,
+                   MOBIEYE_WEBRTC__TURN__URLS=json.dumps([TURN_UDP]),
+                   MOBIEYE_WEBRTC__TURN__SECRET=SECRET)  # fmt: skip
+    finally:
+        lab.unblock("cloud")
+    assert "relay" in (r["ice_pair"]["local"], r["ice_pair"]["remote"]), r["ice_pair"]
+    assert r["ice_problems"] == []
+
+
 def test_edge_without_udp_relays_over_tcp_with_credentials_from_the_worker(
     lab: NatLab, pedestrian_clip: Path, tmp_path: Path
 ) -> None:
