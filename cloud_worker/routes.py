@@ -18,7 +18,7 @@ from cloud_worker.session import StreamSession
 from cloud_worker.viewers import check_view_sdp
 from mobieye.clock import FrameClock
 from mobieye.webrtc import filter_sdp_candidates, rtc_configuration
-from mobieye.webrtc.turn import own_servers
+from mobieye.webrtc.turn import own_servers, servers_json
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,9 @@ async def ice_servers(state: Worker) -> JSONResponse:
     health checks): TURN credentials minted here from webrtc.turn.secret, valid for
     webrtc.turn.ttl_s, so edges never hold the secret or a static password."""
     w = state.settings.webrtc
-    servers = [
-        {"urls": list(s.urls), "username": s.username, "credential": s.credential}
-        for s in own_servers(w)
-    ]
-    return JSONResponse({"ice_servers": servers, "ttl_s": w.turn.ttl_s if w.turn.secret else None})
+    ttl = w.turn.ttl_s if w.turn.secret else None
+    return JSONResponse({"ice_servers": servers_json(w), "ttl_s": ttl},
+                        headers={"cache-control": "no-store"})  # fmt: skip
 
 
 @router.get("/streams")

@@ -115,7 +115,6 @@ class StreamSession:
         self.stills_refused = 0  # bad ones (and any on a video stream)
         self.stills: StillServer | None = None
         self.ice_pair: dict[str, str] | None = None  # which candidate pair carries it
-        self.move_asked_s: float | None = None  # when a drain told the edge to move
         self.move_answer: Moving | None = None  # the edge's last word on it
         if uplink == "keyframes":
             self.stills = StillServer(
@@ -342,7 +341,6 @@ class StreamSession:
     def ask_to_move(self, reason: str, deadline_s: float) -> bool:
         """The worker drains: tell the edge to connect elsewhere (it goes on being served
         here until it leaves). False when the data channel can't carry it."""
-        self.move_asked_s = time.monotonic()
         move = encode(Move(reason=f"draining ({reason})"[:200], deadline_s=deadline_s))
         return self._peer is not None and self._peer.send(move)
 

@@ -514,8 +514,8 @@ class EdgeAgent:
             self.stats.moves += 1
             log.warning("moved the stream from worker %s to %s", old.worker_id, conn.worker_id)
             self.failover.lost(old.worker_id or old.url, now)
-            self._uplink_bytes += await _bounded(old.bytes_sent(), 0)
-            closing = asyncio.create_task(_bounded(old.close(), None))
+            # Counted and closed in the background: the new track starts without waiting.
+            closing = asyncio.create_task(self._leave(old))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         self._move = None
@@ -529,6 +529,11 @@ class EdgeAgent:
             conn.track.resume()
         while conn.held:  # its welcome, its first stats
             self._on_message(conn.held.popleft())
+
+    async def _leave(self, old: Connection) -> None:
+        """The connection a move left: its uplink bytes counted, then closed."""
+        self._uplink_bytes += await _bounded(old.bytes_sent(), 0)
+        await _bounded(old.close(), None)
 
     async def _connect_until(
         self, slot: LatestSlot[CapturedFrame], deadline: float | None, started: bool

@@ -11,6 +11,7 @@ paths are blocked, the on-device boxes cover it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PROBED_KEEP_S = 60.0  # a probe's verdict is reused this long (a failover must not wait)
 MAX_SERVER_BYTES = 16 * 1024
+FETCH_S = 5.0
 
 
 class IceServersAnswer(BaseModel):
@@ -72,13 +74,23 @@ class EdgeIce:
         endpoint = worker_url.rstrip("/") + "/ice-servers"
         access = WorkerAccess.from_settings(self.settings)
         try:
-            async with access.client(5.0) as client:
-                response = await client.get(endpoint)
-            access.check(response)
-            if response.status_code != 200 or len(response.content) > MAX_SERVER_BYTES:
-                raise ValueError(f"HTTP {response.status_code}, {len(response.content)} bytes")
-            answer = IceServersAnswer.model_validate_json(response.content)
-        except (httpx.HTTPError, ValueError, ValidationError, MobiEyeError) as exc:
+            # Streamed with a cap and a deadline: a hostile or stalled worker costs this
+            # attempt at most FETCH_S and MAX_SERVER_BYTES.
+            async with (
+                asyncio.timeout(FETCH_S),
+                access.client(FETCH_S) as client,
+                client.stream("GET", endpoint) as response,
+            ):
+                access.check(response)
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_SERVER_BYTES:
+                        raise ValueError(f"answer over {MAX_SERVER_BYTES} bytes")
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}: {body[:200]!r}")
+            answer = IceServersAnswer.model_validate_json(body)
+        except (httpx.HTTPError, ValueError, ValidationError, MobiEyeError, TimeoutError) as exc:
             problem = (f"TURN credentials from worker {endpoint}: {str(exc)[:200]} (set "
                        "webrtc.turn.secret on the edge, or check the worker's)")  # fmt: skip
             if problem not in self.problems:

@@ -20,7 +20,7 @@ from mobieye.dashboard.auth import PhoneGrants
 from mobieye.dashboard.store import FleetStore
 from mobieye.dashboard.views import WorkerView
 from mobieye.fleet.access import WorkerAccess, WorkerNotTrusted
-from mobieye.webrtc.turn import own_servers
+from mobieye.webrtc.turn import servers_json
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,8 @@ async def ice_servers(request: Request) -> JSONResponse:
     credentials minted here from webrtc.turn.secret, valid for webrtc.turn.ttl_s; a page never
     holds a static password. A phone's grant opens this route too (it doesn't use it up)."""
     webrtc: WebRTCConfig = request.app.state.webrtc
-    servers = [
-        {"urls": list(s.urls), "username": s.username, "credential": s.credential}
-        for s in own_servers(webrtc)
-    ]
     return JSONResponse(
-        {"ice_servers": servers, "ice_transport_policy": webrtc.ice_transport_policy},
+        {"ice_servers": servers_json(webrtc), "ice_transport_policy": webrtc.ice_transport_policy},
         headers={"cache-control": "no-store"},
     )
 

@@ -180,13 +180,9 @@ class FleetPresence:
             else:
                 log.warning("ignoring drain on %s: a drain applies to a worker (%s), not a "
                             "stream", topic, topics.worker_set(self.prefix, "<id>"))  # fmt: skip
+            if not command.model_dump(exclude_none=True, exclude={"drain"}):
+                return  # a drain alone: nothing for the streams
             command = command.model_copy(update={"drain": None})
-            if (
-                command.model is None
-                and command.sla_ms is None
-                and command.keyframe_interval is None
-            ):
-                return
         sessions = (
             list(self.state.streams.values())
             if kind == "worker_set"

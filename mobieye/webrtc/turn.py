@@ -71,6 +71,14 @@ def own_servers(webrtc: WebRTCConfig, now: float | None = None) -> list[IceServe
     return static + turn_servers(t.urls, t.secret, t.ttl_s, t.user, now)
 
 
+def servers_json(webrtc: WebRTCConfig) -> list[dict[str, object]]:
+    """:func:`own_servers` as a page or an edge takes them (RTCPeerConnection's iceServers)."""
+    return [
+        {"urls": list(s.urls), "username": s.username, "credential": s.credential}
+        for s in own_servers(webrtc)
+    ]
+
+
 def _is_turn(url: str) -> bool:
     return url.startswith(("turn:", "turns:"))
 
